@@ -1,0 +1,1 @@
+"""Package data: the model registry (registry.toml). No code lives here."""

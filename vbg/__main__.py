@@ -1,0 +1,5 @@
+import sys
+
+from vbg.cli import main
+
+sys.exit(main())

@@ -1,0 +1,124 @@
+"""What goes behind the person: an image, a looped video, a blur of the frame, a colour.
+
+Each background renders one BGR uint8 image of the output size per frame
+(:meth:`render`); ``needs_matte`` is False only for passthrough, which skips
+inference altogether.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from vbg.config import Settings, parse_color
+from vbg.errors import VbgError
+from vbg.imaging import cover_fit
+from vbg.sources import VideoFileSource, is_image_file, read_image
+
+
+class Background(Protocol):
+    name: str
+    needs_matte: bool
+
+    def render(self, frame: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+class _Static:
+    """A background that is the same image on every frame."""
+
+    needs_matte = True
+
+    def __init__(self, name: str, image: np.ndarray) -> None:
+        self.name = name
+        self._image = image
+
+    def render(self, frame: np.ndarray) -> np.ndarray:
+        return self._image
+
+    def close(self) -> None:
+        pass
+
+
+def image_background(path: Path, size: tuple[int, int]) -> _Static:
+    return _Static(f"image {path.name}", np.ascontiguousarray(cover_fit(read_image(path), size)))
+
+
+def color_background(color: str, size: tuple[int, int]) -> _Static:
+    image = np.empty((size[1], size[0], 3), np.uint8)
+    image[:] = parse_color(color)
+    return _Static(f"colour {color}", image)
+
+
+class VideoBackground:
+    """A video file behind the person, looped, one background frame per output frame."""
+
+    needs_matte = True
+
+    def __init__(self, path: Path, size: tuple[int, int]) -> None:
+        self.name = f"video {path.name}"
+        self._video = VideoFileSource(path, loop=True)
+        self._size = size
+
+    def render(self, frame: np.ndarray) -> np.ndarray:
+        image = self._video.read()
+        if image is None:  # a file that stopped decoding mid-way: keep the frame size, go black
+            return np.zeros_like(frame)
+        return cover_fit(image, self._size)
+
+    def close(self) -> None:
+        self._video.close()
+
+
+class BlurBackground:
+    """The frame itself, blurred; blurred on a downscaled copy so strong blur stays cheap."""
+
+    needs_matte = True
+
+    def __init__(self, strength: float) -> None:
+        self.name = f"blur {strength:g}"
+        self._sigma = float(strength)
+        self._shrink = max(1, int(self._sigma // 4))  # sigma on the small image stays near 4
+
+    def render(self, frame: np.ndarray) -> np.ndarray:
+        h, w = frame.shape[:2]
+        small = cv2.resize(frame, (max(1, w // self._shrink), max(1, h // self._shrink)),
+                           interpolation=cv2.INTER_AREA)
+        small = cv2.GaussianBlur(small, (0, 0), self._sigma / self._shrink)
+        return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+    def close(self) -> None:
+        pass
+
+
+class Passthrough:
+    """No background change: the camera image as it is, no inference."""
+
+    needs_matte = False
+    name = "passthrough"
+
+    def render(self, frame: np.ndarray) -> np.ndarray:
+        return frame
+
+    def close(self) -> None:
+        pass
+
+
+def open_background(settings: Settings, size: tuple[int, int]) -> Background:
+    """The background chosen by ``settings.mode`` for output frames of ``size`` (width, height)."""
+    if settings.mode == "passthrough":
+        return Passthrough()
+    if settings.mode == "blur":
+        return BlurBackground(settings.blur)
+    if settings.mode == "color":
+        return color_background(settings.color, size)
+    if not settings.background:
+        raise VbgError("mode 'image' needs a background: pass --bg IMAGE_OR_VIDEO")
+    path = Path(settings.background).expanduser()
+    if not path.is_file():
+        raise VbgError(f"background {path} does not exist; pass an image or video file to --bg")
+    return image_background(path, size) if is_image_file(path) else VideoBackground(path, size)

@@ -1,0 +1,160 @@
+"""The `vbg` command: run the virtual background, or manage models.
+
+The CLI is the only place that prints for people; the library logs. Every
+:class:`VbgError` becomes one line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from vbg.config import DEVICES, MODES, load_settings
+from vbg.errors import VbgError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+RUN_EPILOG = """\
+examples:
+  vbg --bg beach.jpg                       your camera, new background, into the virtual camera
+  vbg --blur                               blur what is behind you (the default)
+  vbg --color '#00b140'                    a green screen, e.g. for OBS chroma key
+  vbg --input talk.mp4 --bg beach.jpg --output out.mp4   no camera: a video file in, a file out
+  vbg --config configs/meeting.toml --mirror            a config file, one option changed
+  vbg models list                          the models vbg can run
+
+The virtual camera needs v4l2loopback on Linux:
+  sudo modprobe v4l2loopback devices=1 video_nr=10 card_label=vbg exclusive_caps=1
+then pick "vbg" as the camera in your call app. The first run downloads the model (26 MB).
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake in one line, like every other vbg error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="vbg", description="Real-time virtual background: camera → portrait matting → virtual camera. "
+        "Other commands: `vbg models {list,pull,path}`.",
+        epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", metavar="FILE", help="TOML settings file (see configs/); options given here win")
+
+    source = parser.add_argument_group("source")
+    source.add_argument("--camera", metavar="N|PATH", help="camera index or device path (default 0)")
+    source.add_argument("--camera-size", metavar="WxH", help="capture size to ask for (default 1280x720)")
+    source.add_argument("--camera-fps", type=float, metavar="FPS", help="capture rate to ask for (default 30)")
+    source.add_argument("--fourcc", metavar="CODE", help="camera pixel format to ask for (default MJPG)")
+    source.add_argument("--input", metavar="FILE|DIR", help="a video file, still image or folder of frames instead of a camera")
+    source.add_argument("--loop", action=argparse.BooleanOptionalAction, default=None, help="restart --input video at its end")
+    source.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None, help="flip the image left-right")
+
+    background = parser.add_argument_group("background (one of; default --blur)")
+    choice = background.add_mutually_exclusive_group()
+    choice.add_argument("--bg", metavar="FILE", help="background image (cover-fitted) or video (looped)")
+    choice.add_argument("--blur", nargs="?", type=float, const=-1.0, metavar="STRENGTH",
+                        help="blur the real background; strength 1-100 (default 15)")
+    choice.add_argument("--color", metavar="#RRGGBB", help="a plain colour, e.g. '#00b140' for green screen")
+    choice.add_argument("--mode", choices=MODES, help="passthrough sends the camera image unchanged")
+
+    model = parser.add_argument_group("matting")
+    model.add_argument("--model", metavar="NAME", help="model from `vbg models list` (default modnet)")
+    model.add_argument("--matte-size", type=int, metavar="PX", help="short side of the matte; larger is sharper and slower")
+    model.add_argument("--device", choices=DEVICES, help="where inference runs (default auto: GPU if there is one)")
+    model.add_argument("--smoothing", type=float, metavar="0-1", help="temporal smoothing against flicker (default 0.5, 0 = off)")
+
+    output = parser.add_argument_group("output")
+    output.add_argument("--output", metavar="vcam|null|FILE", help="virtual camera (default), nothing, or a video file")
+    output.add_argument("--vcam-device", metavar="PATH", help="virtual camera device, e.g. /dev/video10")
+    output.add_argument("--vcam-backend", metavar="NAME", help="pyvirtualcam backend: v4l2loopback, obs, unitycapture")
+    output.add_argument("--preview", action=argparse.BooleanOptionalAction, default=None, help="also show a window (q quits)")
+    output.add_argument("--size", metavar="WxH", help="output size (default: the source's)")
+    output.add_argument("--frames", type=int, metavar="N", help="stop after N output frames")
+    output.add_argument("--fps", type=float, help="output frame rate (default: the source's)")
+
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="more detail")
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="errors and warnings only")
+    return parser
+
+
+def _run(argv: Sequence[str]) -> int:
+    args = _run_parser().parse_args(argv)
+    _configure_logging(args.verbose, args.quiet)
+    overrides = {key: getattr(args, key) for key in (
+        "camera", "camera_size", "camera_fps", "fourcc", "input", "loop", "mirror", "model", "matte_size",
+        "device", "smoothing", "output", "vcam_device", "vcam_backend", "preview", "size", "frames", "fps", "mode")}
+    if args.bg is not None:
+        overrides.update(mode="image", background=args.bg)
+    elif args.color is not None:
+        overrides.update(mode="color", color=args.color)
+    elif args.blur is not None:
+        overrides.update(mode="blur", blur=None if args.blur == -1.0 else args.blur)
+    settings = load_settings(args.config, **overrides)
+
+    from vbg.pipeline import run  # onnxruntime and OpenCV load only when needed
+
+    stats = run(settings)
+    print(f"vbg: {stats.frames_out} frames out in {stats.elapsed_s:.1f} s ({stats.output_fps:.1f} fps), "
+          f"{stats.dropped} dropped, {stats.mattes} mattes; provider {stats.provider}", file=sys.stderr)
+    return 0
+
+
+def _models(argv: Sequence[str]) -> int:
+    from vbg import registry
+
+    parser = _Parser(prog="vbg models", description="List, download and locate matting models.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{list,pull,path}")
+    commands.add_parser("list", help="the models vbg knows, their licence and whether they are downloaded")
+    pull = commands.add_parser("pull", help="download a model into the cache and verify it")
+    pull.add_argument("name", nargs="?", default="modnet", help="model name (default modnet)")
+    pull.add_argument("--force", action="store_true", help="download again even if cached")
+    path = commands.add_parser("path", help="print the cached file's path")
+    path.add_argument("name", help="model name")
+    args = parser.parse_args(argv)
+    _configure_logging(False, False)
+
+    if args.command == "list":
+        for spec in registry.load_registry().values():
+            cached = "downloaded" if registry.model_path(spec).is_file() else "not downloaded"
+            print(f"{spec.name:<8} {spec.licence:<11} {spec.size / 1e6:5.1f} MB  {cached:<15} {spec.description}")
+        return 0
+    spec = registry.get_spec(args.name)
+    if args.command == "pull":
+        print(registry.pull(spec, force=args.force))
+        return 0
+    registry.verify(spec, registry.model_path(spec))
+    print(registry.model_path(spec))
+    return 0
+
+
+SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"models": _models}
+
+
+def _configure_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="vbg: %(message)s", stream=sys.stderr, force=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `vbg` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = SUBCOMMANDS.get(argv[0]) if argv else None
+    try:
+        return command(argv[1:]) if command else _run(argv)
+    except VbgError as exc:
+        print(f"vbg: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("vbg: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

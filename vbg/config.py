@@ -1,0 +1,170 @@
+"""Settings: built-in defaults, overlaid by a TOML config file, overlaid by the command line.
+
+Every setting has one name used in both places (``matte_size`` in TOML is
+``--matte-size`` on the command line). Unknown keys and bad values raise a
+:class:`VbgError` naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vbg.errors import VbgError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+MODES = ("blur", "image", "color", "passthrough")
+DEVICES = ("auto", "cpu", "gpu")
+
+
+def parse_size(text: str, what: str) -> tuple[int, int]:
+    """'1280x720' -> (1280, 720)."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", str(text))
+    if not match or int(match[1]) < 16 or int(match[2]) < 16:
+        raise VbgError(f"{what} must look like WIDTHxHEIGHT, e.g. 1280x720 (got '{text}')")
+    return int(match[1]), int(match[2])
+
+
+def parse_color(text: str) -> tuple[int, int, int]:
+    """'#RRGGBB' -> (B, G, R), the channel order OpenCV frames use."""
+    match = re.fullmatch(r"#?([0-9a-fA-F]{6})", str(text).strip())
+    if not match:
+        raise VbgError(f"bad colour '{text}': use '#RRGGBB', e.g. '#00b140' for green screen")
+    r, g, b = (int(match[1][i:i + 2], 16) for i in (0, 2, 4))
+    return b, g, r
+
+
+def _choice(*allowed: str):
+    def check(value: Any) -> str | None:
+        return None if value in allowed else f"one of {', '.join(allowed)}"
+    return check
+
+
+def _number(low: float, high: float | None = None, integer: bool = False):
+    def check(value: Any) -> str | None:
+        kind = int if integer else (int, float)
+        bad_type = isinstance(value, bool) or not isinstance(value, kind)
+        if bad_type or value < low or (high is not None and value > high):
+            span = f"from {low} to {high}" if high is not None else f"at least {low}"
+            return f"{'an integer' if integer else 'a number'} {span}"
+        return None
+    return check
+
+
+def _string(value: Any) -> str | None:
+    return None if isinstance(value, str) and value else "a non-empty string"
+
+
+def _boolean(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "true or false"
+
+
+def _size(value: Any) -> str | None:
+    try:
+        parse_size(value, "size")
+    except VbgError:
+        return "WIDTHxHEIGHT, e.g. 1280x720"
+    return None
+
+
+def _colour(value: Any) -> str | None:
+    try:
+        parse_color(value)
+    except VbgError:
+        return "a colour '#RRGGBB', e.g. '#00b140'"
+    return None
+
+
+def _setting(default: Any, check, help: str):
+    return field(default=default, metadata={"check": check, "help": help})
+
+
+@dataclass
+class Settings:
+    """Everything a run needs. ``None`` means "take it from the source or the model"."""
+
+    camera: str = _setting("0", _string, "camera index (0, 1, ...) or device path (/dev/video0)")
+    input: str | None = _setting(None, _string, "video file, still image or folder of frames instead of a camera")
+    loop: bool = _setting(False, _boolean, "restart a video file input at its end")
+    camera_size: str = _setting("1280x720", _size, "capture size asked of the camera")
+    camera_fps: float = _setting(30.0, _number(1, 240), "capture rate asked of the camera")
+    fourcc: str = _setting("MJPG", _string, "camera pixel format to ask for (MJPG, YUYV, ...)")
+    mirror: bool = _setting(False, _boolean, "flip the camera image left-right")
+    mode: str = _setting("blur", _choice(*MODES), "what goes behind the person")
+    background: str | None = _setting(None, _string, "background image or video (mode 'image')")
+    blur: float = _setting(15.0, _number(1, 100), "background blur strength (mode 'blur')")
+    color: str = _setting("#00b140", _colour, "background colour (mode 'color')")
+    model: str = _setting("modnet", _string, "matting model from `vbg models list`")
+    matte_size: int | None = _setting(None, _number(32, 2160, integer=True), "short side of the matte")
+    device: str = _setting("auto", _choice(*DEVICES), "where inference runs")
+    smoothing: float = _setting(0.5, _number(0, 1), "temporal smoothing strength, 0 turns it off")
+    output: str = _setting("vcam", _string, "'vcam', 'null' or a video file path")
+    vcam_device: str | None = _setting(None, _string, "virtual camera device, e.g. /dev/video10")
+    vcam_backend: str | None = _setting(None, _string, "pyvirtualcam backend (v4l2loopback, obs, ...)")
+    preview: bool = _setting(False, _boolean, "also show the result in a window")
+    size: str | None = _setting(None, _size, "output size WIDTHxHEIGHT (default: the source's)")
+    frames: int | None = _setting(None, _number(1, integer=True), "stop after this many output frames")
+    fps: float | None = _setting(None, _number(1, 240), "output rate (default: the source's)")
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with ``changes`` applied, each validated like a config key."""
+        for key, value in changes.items():
+            check_setting(key, value)
+        return dataclasses.replace(self, **changes)
+
+
+SETTINGS_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def check_setting(key: str, value: Any) -> None:
+    """Raise a :class:`VbgError` unless ``key`` is a setting and ``value`` is allowed for it."""
+    if key not in SETTINGS_FIELDS:
+        close = difflib.get_close_matches(key, SETTINGS_FIELDS, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise VbgError(f"unknown setting '{key}': {hint}allowed keys are {', '.join(SETTINGS_FIELDS)}")
+    if value is None and SETTINGS_FIELDS[key].default is None:
+        return
+    problem = SETTINGS_FIELDS[key].metadata["check"](value)
+    if problem:
+        raise VbgError(f"setting '{key}' must be {problem} (got {value!r})")
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The validated key/value pairs of a TOML config file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise VbgError(f"config file {path} does not exist; see configs/ for examples") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VbgError(f"config file {path} cannot be read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise VbgError(f"config file {path} is not valid TOML: {exc}") from None
+    for key, value in data.items():
+        try:
+            check_setting(key, value)
+        except VbgError as exc:
+            raise VbgError(f"{path}: {exc}") from None
+    if data.get("background"):  # relative to the config file, not to where vbg was started
+        data["background"] = str(path.parent / Path(data["background"]).expanduser())
+    return data
+
+
+def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
+    """Defaults, then the config file (if any), then ``overrides`` (``None`` values are skipped)."""
+    values: dict[str, Any] = read_config(config) if config else {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if "mode" not in values:
+        if values.get("background"):
+            values["mode"] = "image"
+        elif "color" in values:
+            values["mode"] = "color"
+    return Settings().replace(**values)

@@ -1,0 +1,36 @@
+"""Small image operations shared by sources, backgrounds and the compositor."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def cover_fit(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Scale ``image`` to cover ``size`` (width, height) and crop the centre, keeping aspect."""
+    width, height = size
+    h, w = image.shape[:2]
+    if (w, h) == (width, height):
+        return image
+    scale = max(width / w, height / h)
+    new_w, new_h = max(width, round(w * scale)), max(height, round(h * scale))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+    x0, y0 = (new_w - width) // 2, (new_h - height) // 2
+    return resized[y0:y0 + height, x0:x0 + width]
+
+
+def to_bgr(image: np.ndarray) -> np.ndarray:
+    """Any image OpenCV reads (gray, BGR, BGRA; 8 or 16 bit) as BGR uint8."""
+    if image.dtype != np.uint8:
+        image = cv2.convertScaleAbs(image, alpha=255.0 / np.iinfo(image.dtype).max)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
+
+
+def composite(frame: np.ndarray, alpha: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """``frame * alpha + background * (1 - alpha)`` in uint8; ``alpha`` is float32 HxW in [0, 1]."""
+    return cv2.blendLinear(frame, background, alpha, 1.0 - alpha)

@@ -1,0 +1,346 @@
+"""The pipeline: capture → infer → temporal smooth → composite → output.
+
+Each stage is a thread; stages are joined by bounded :class:`RingBuffer` s.
+
+* **Live** (a camera, or a file paced for a live output): capture never waits.
+  Every captured frame goes to the compositor, and the newest one is offered to
+  inference through a one-slot buffer; the compositor blends each frame with the
+  newest matte (:class:`Latest`), so a slow model lowers the matte rate, not the
+  output rate. A full buffer drops its oldest frame and counts it.
+* **Lossless** (a file into a file or into nothing): every buffer blocks, every
+  frame gets its own matte, and every input frame yields exactly one output
+  frame, in order.
+
+The output stage runs on the calling thread (GUI toolkits want the main thread).
+A camera that stops delivering is reconnected once a second while the output
+keeps repeating the last frame, so the virtual camera never disappears from a call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from vbg.backgrounds import Background, open_background
+from vbg.config import Settings, parse_size
+from vbg.imaging import composite, cover_fit
+from vbg.registry import ensure_model, get_spec
+from vbg.ringbuffer import Closed, Latest, RingBuffer
+from vbg.session import MattingSession
+from vbg.sinks import PreviewSink, Sink, open_output
+from vbg.smoothing import TemporalSmoother
+from vbg.sources import CameraSource, Source, open_input
+
+log = logging.getLogger(__name__)
+
+RECONNECT_INTERVAL_S = 1.0
+REPEAT_AFTER_S = 0.25  # live output with no new frame for this long repeats the last one
+FIRST_MATTE_TIMEOUT_S = 30.0
+
+
+@dataclass
+class Packet:
+    """One frame on its way through the stages."""
+
+    index: int
+    captured_at: float
+    frame: np.ndarray
+    alpha: np.ndarray | None = None  # model resolution after infer, frame resolution after smooth
+    image: np.ndarray | None = None  # the composited output
+
+
+@dataclass
+class RunStats:
+    """What a run did; the CLI prints it and the tests and benchmarks read it."""
+
+    source: str = ""
+    outputs: list[str] = field(default_factory=list)
+    provider: str = "none (passthrough)"
+    size: tuple[int, int] = (0, 0)
+    fps: float = 0.0
+    live: bool = False
+    frames_captured: int = 0
+    frames_out: int = 0
+    mattes: int = 0
+    dropped: int = 0  # frames a live run discarded because a stage was behind
+    repeated: int = 0  # frames re-sent while the source was lost
+    reconnects: int = 0
+    elapsed_s: float = 0.0
+    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=10_000))
+
+    @property
+    def output_fps(self) -> float:
+        return self.frames_out / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def open_source(settings: Settings, *, paced: bool) -> Source:
+    if settings.input:
+        return open_input(settings.input, loop=settings.loop, paced=paced)
+    return CameraSource(settings.camera, parse_size(settings.camera_size, "--camera-size"),
+                        settings.camera_fps, settings.fourcc)
+
+
+class Pipeline:
+    """Wires one source, one background, one model and its sinks into stage threads."""
+
+    def __init__(self, settings: Settings, source: Source, sinks: list[Sink], background: Background,
+                 session: MattingSession | None, size: tuple[int, int]) -> None:
+        self.settings = settings
+        self.source = source
+        self.sinks = sinks
+        self.background = background
+        self.session = session
+        self.size = size
+        self.live = source.live
+        self.stats = RunStats(source=source.name, outputs=[s.name for s in sinks], size=size,
+                              fps=settings.fps or source.fps, live=self.live,
+                              provider=session.provider if session else RunStats.provider)
+        self._stop = threading.Event()
+        self._errors: list[BaseException] = []
+        self._smoother = TemporalSmoother(settings.smoothing)
+        policy, capacity = ("drop_oldest", 2) if self.live else ("block", 4)
+        self._frames: RingBuffer[Packet] = RingBuffer(capacity, policy)  # capture → composite (live)
+        self._to_infer: RingBuffer[Packet] = RingBuffer(1 if self.live else capacity, policy)
+        self._inferred: RingBuffer[Packet] = RingBuffer(capacity, policy)
+        self._smoothed: RingBuffer[Packet] = RingBuffer(capacity, policy)  # smooth → composite (lossless)
+        self._composited: RingBuffer[Packet] = RingBuffer(capacity, policy)
+        self._latest_matte: Latest[np.ndarray] = Latest()
+        self._buffers = [self._frames, self._to_infer, self._inferred, self._smoothed, self._composited]
+
+    # -- stages ---------------------------------------------------------------------------
+
+    def _prepare(self, frame: np.ndarray) -> np.ndarray:
+        frame = cover_fit(frame, self.size)
+        return cv2.flip(frame, 1) if self.settings.mirror else frame
+
+    def _capture(self) -> None:
+        needs_matte = self.background.needs_matte
+        # The compositor reads the capture directly unless it must wait for each frame's matte.
+        to_composite = self._frames if (self.live or not needs_matte) else None
+        limit = self.settings.frames if not self.live else None
+        index, lost = 0, False
+        while not self._stop.is_set() and (limit is None or index < limit):
+            raw = self.source.read()
+            if raw is None:
+                if not self.source.reconnectable:
+                    break  # end of the file
+                if not lost:
+                    log.warning("%s stopped delivering frames: repeating the last frame and reconnecting "
+                                "every %g s", self.source.name, RECONNECT_INTERVAL_S)
+                    lost = True
+                if not self._stop.wait(RECONNECT_INTERVAL_S) and self.source.reopen():
+                    log.warning("%s is back", self.source.name)
+                    self.stats.reconnects += 1
+                    self._smoother.reset()
+                    if self.session:
+                        self.session.reset()
+                    lost = False
+                continue
+            packet = Packet(index, time.perf_counter(), self._prepare(raw))
+            index += 1
+            self.stats.frames_captured = index
+            if needs_matte and not self._to_infer.put(packet):
+                break
+            if to_composite is not None and not to_composite.put(packet):
+                break
+
+    def _infer(self, packet: Packet) -> Packet:
+        packet.alpha = self.session.infer(packet.frame)
+        self.stats.mattes += 1
+        return packet
+
+    def _smooth(self, packet: Packet) -> Packet:
+        alpha = self._smoother(packet.alpha)
+        h, w = packet.frame.shape[:2]
+        if alpha.shape != (h, w):
+            alpha = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_LINEAR)
+        packet.alpha = alpha
+        if self.live:
+            self._latest_matte.publish(alpha)
+        return packet
+
+    def _composite(self, packet: Packet) -> Packet:
+        if not self.background.needs_matte:
+            packet.image = packet.frame
+            return packet
+        if self.live:
+            packet.alpha = self._latest_matte.wait(FIRST_MATTE_TIMEOUT_S)
+            if packet.alpha is None:
+                raise RuntimeError(f"no matte within {FIRST_MATTE_TIMEOUT_S:g} s of starting")
+        packet.image = composite(packet.frame, packet.alpha, self.background.render(packet.frame))
+        return packet
+
+    def _output(self) -> None:
+        limit = self.settings.frames
+        last: np.ndarray | None = None
+        while limit is None or self.stats.frames_out < limit:
+            try:
+                packet = self._composited.get(timeout=REPEAT_AFTER_S)
+            except Closed:
+                return
+            if packet is None:
+                if self._stop.is_set():
+                    return
+                if self.live and last is not None:  # source lost: keep the virtual camera fed
+                    self._write(last)
+                    self.stats.repeated += 1
+                continue
+            last = packet.image
+            if not self._write(packet.image):
+                return
+            self.stats.frames_out += 1
+            self.stats.latencies_ms.append((time.perf_counter() - packet.captured_at) * 1e3)
+
+    def _write(self, image: np.ndarray) -> bool:
+        return all([sink.write(image) for sink in self.sinks])
+
+    # -- threads ----------------------------------------------------------------------------
+
+    def _guarded(self, work: Callable[[], None], outbox: RingBuffer | None) -> Callable[[], None]:
+        def body() -> None:
+            try:
+                work()
+            except BaseException as exc:  # noqa: BLE001 - reported by run() on the main thread
+                self._errors.append(exc)
+                self.abort()
+            finally:
+                if outbox is not None:
+                    outbox.close()
+        return body
+
+    def _stage(self, step: Callable[[Packet], Packet], inbox: RingBuffer,
+               outbox: RingBuffer | None) -> Callable[[], None]:
+        def work() -> None:
+            while True:
+                try:
+                    packet = inbox.get()
+                except Closed:
+                    return
+                packet = step(packet)
+                if outbox is not None and not outbox.put(packet):
+                    return
+        return work
+
+    def _capture_then_close(self) -> None:
+        try:
+            self._capture()
+        finally:  # closing lets the later stages drain what is left, in order
+            self._frames.close()
+            self._to_infer.close()
+
+    def abort(self) -> None:
+        """Stop every stage now (Ctrl-C, an error, the viewer closing the preview)."""
+        self._stop.set()
+        for buffer in self._buffers:
+            buffer.close()
+
+    def run(self) -> RunStats:
+        """Run until the source ends, ``settings.frames`` are out, or :meth:`abort`."""
+        workers: list[tuple[str, Callable[[], None], RingBuffer | None]] = [
+            ("capture", self._capture_then_close, None)]
+        if self.background.needs_matte:
+            # Live: the smoothed matte is published to the compositor, not queued per frame.
+            smoothed = None if self.live else self._smoothed
+            workers += [("infer", self._stage(self._infer, self._to_infer, self._inferred), self._inferred),
+                        ("smooth", self._stage(self._smooth, self._inferred, smoothed), smoothed)]
+        composite_in = self._smoothed if (self.background.needs_matte and not self.live) else self._frames
+        workers.append(("composite", self._stage(self._composite, composite_in, self._composited),
+                        self._composited))
+        threads = [threading.Thread(target=self._guarded(work, outbox), name=name, daemon=True)
+                   for name, work, outbox in workers]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        try:
+            self._guarded(self._output, None)()
+        finally:
+            self.abort()
+            for thread in threads:
+                thread.join()
+            self.stats.elapsed_s = time.perf_counter() - started
+            self.stats.dropped = self._frames.dropped + self._composited.dropped
+        if self._errors:
+            raise self._errors[0]
+        return self.stats
+
+    def close(self) -> None:
+        """Release the camera, the sinks and the background (each exactly once)."""
+        for resource in (self.source, *self.sinks, self.background):
+            try:
+                resource.close()
+            except Exception:  # noqa: BLE001 - one failing release must not keep the others open
+                log.exception("closing %s failed", getattr(resource, "name", resource))
+
+
+def build(settings: Settings) -> Pipeline:
+    """Open the model, source, background and sinks that ``settings`` ask for.
+
+    Every :class:`VbgError` a person can fix surfaces here, before any thread starts;
+    whatever was opened before the failure is released again.
+    """
+    with contextlib.ExitStack() as opened:
+        session_args = None
+        if settings.mode != "passthrough":
+            spec = get_spec(settings.model)
+            session_args = (spec, ensure_model(spec))
+        live_output = settings.output == "vcam" or settings.preview
+        source = open_source(settings, paced=live_output)
+        opened.callback(source.close)
+        size = parse_size(settings.size, "--size") if settings.size else source.size
+        fps = settings.fps or source.fps
+        background = open_background(settings, size)
+        opened.callback(background.close)
+        sinks: list[Sink] = [open_output(settings.output, size, fps, vcam_device=settings.vcam_device,
+                                         vcam_backend=settings.vcam_backend)]
+        opened.callback(sinks[0].close)
+        if settings.preview:
+            sinks.append(PreviewSink())
+            opened.callback(sinks[-1].close)
+        session = None
+        if session_args:
+            session = MattingSession(*session_args, device=settings.device, matte_size=settings.matte_size)
+        pipeline = Pipeline(settings, source, sinks, background, session, size)
+        opened.pop_all()
+    log.info("source: %s%s", source.name, f" ({source.delivered})" if hasattr(source, "delivered") else "")
+    log.info("output: %s, %dx%d @ %g fps, %s", ", ".join(s.name for s in sinks), *size, fps, background.name)
+    if session:
+        log.info("model: %s at matte size %s, provider %s", session.spec.name,
+                 "x".join(map(str, session.input_shape(size[::-1]))), session.provider)
+    return pipeline
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: Callable[[], None]):
+    """Ctrl-C and SIGTERM stop the pipeline cleanly instead of killing it mid-frame."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = lambda signum, frame: stop()  # noqa: E731
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run(settings: Settings) -> RunStats:
+    """Run vbg with ``settings`` until the source ends, ``settings.frames`` are out, or Ctrl-C.
+
+    Raises :class:`~vbg.errors.VbgError` for anything the user can fix.
+    """
+    pipeline = build(settings)
+    try:
+        with _stop_on_signals(pipeline.abort):
+            return pipeline.run()
+    finally:
+        pipeline.close()

@@ -1,0 +1,139 @@
+"""One inference session for every model in the registry.
+
+Models differ only in data (:class:`~vbg.registry.ModelSpec`): tensor names, input
+rule, normalisation and recurrent state. Execution providers are chosen at run time
+so that the same code uses a GPU where there is one and the CPU elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+from vbg.errors import VbgError
+from vbg.registry import ModelSpec, cache_dir
+
+log = logging.getLogger(__name__)
+
+# In order of preference; the first available one wins under --device auto.
+GPU_PROVIDERS = (
+    "TensorrtExecutionProvider",
+    "CUDAExecutionProvider",
+    "DmlExecutionProvider",
+    "CoreMLExecutionProvider",
+)
+CPU_PROVIDER = "CPUExecutionProvider"
+DEVICES = ("auto", "cpu", "gpu")
+
+
+def choose_providers(device: str, available: Sequence[str]) -> list[str]:
+    """Execution providers for ``device`` ('auto', 'cpu' or 'gpu'), best first.
+
+    'auto' takes every available GPU provider then the CPU; 'gpu' refuses to fall
+    back silently to the CPU; 'cpu' ignores any GPU.
+    """
+    if device not in DEVICES:
+        raise VbgError(f"--device must be one of {', '.join(DEVICES)}, not '{device}'")
+    gpus = [p for p in GPU_PROVIDERS if p in available]
+    if device == "cpu":
+        return [CPU_PROVIDER]
+    if device == "gpu" and not gpus:
+        raise VbgError(
+            "--device gpu: onnxruntime offers no GPU provider here "
+            f"(available: {', '.join(available)}); install `pip install vbg[gpu]` or use --device cpu"
+        )
+    return gpus + [CPU_PROVIDER]
+
+
+def _provider_options(name: str) -> dict:
+    if name == "TensorrtExecutionProvider":
+        engines = cache_dir() / "tensorrt"
+        engines.mkdir(parents=True, exist_ok=True)
+        return {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(engines),
+                "trt_fp16_enable": True}
+    return {}
+
+
+def matte_shape(frame_hw: tuple[int, int], short_side: int, multiple: int) -> tuple[int, int]:
+    """(height, width) of the matte for a frame: short side ≈ ``short_side``, aspect kept,
+    both sides rounded to the model's ``multiple``."""
+    h, w = frame_hw
+    scale = short_side / min(h, w)
+
+    def snap(x: float) -> int:
+        return max(multiple, int(round(x / multiple)) * multiple)
+
+    return snap(h * scale), snap(w * scale)
+
+
+class MattingSession:
+    """Runs one registry model on BGR uint8 frames and returns float32 alpha in [0, 1].
+
+    ``infer`` returns the matte at the model's own output resolution (the matte size
+    for models that take a resized frame, the frame size for models that downsample
+    internally); recurrent state is carried from call to call until :meth:`reset`.
+    """
+
+    def __init__(self, spec: ModelSpec, path: Path, *, device: str = "auto",
+                 matte_size: int | None = None, threads: int = 0) -> None:
+        self.spec = spec
+        self.matte_size = int(matte_size or spec.default_matte_size)
+        if self.matte_size < 32:
+            raise VbgError(f"--matte-size must be at least 32, not {self.matte_size}")
+        providers = choose_providers(device, ort.get_available_providers())
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(
+                str(path), options,
+                providers=[(p, _provider_options(p)) for p in providers],
+            )
+        except Exception as exc:  # onnxruntime raises several unrelated types
+            raise VbgError(
+                f"could not load model '{spec.name}' from {path} ({str(exc).splitlines()[0]}); "
+                f"run `vbg models pull --force {spec.name}`"
+            ) from None
+        self.provider = self._session.get_providers()[0]
+        self._scale = (1.0 / (255.0 * np.asarray(spec.std, np.float32))).reshape(3, 1, 1)
+        self._offset = (np.asarray(spec.mean, np.float32) / np.asarray(spec.std, np.float32)).reshape(3, 1, 1)
+        self._state: list[np.ndarray] = []
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget recurrent state (a scene cut, a new source)."""
+        self._state = [np.zeros(self.spec.initial_state_shape, np.float32)
+                       for _ in self.spec.recurrent_inputs]
+
+    def input_shape(self, frame_hw: tuple[int, int]) -> tuple[int, int]:
+        """(height, width) of the image tensor fed to the model for a frame of ``frame_hw``."""
+        if self.spec.resize == "frame":
+            return frame_hw
+        return matte_shape(frame_hw, self.matte_size, self.spec.multiple)
+
+    def _tensor(self, frame_bgr: np.ndarray) -> np.ndarray:
+        h, w = self.input_shape(frame_bgr.shape[:2])
+        image = frame_bgr if (h, w) == frame_bgr.shape[:2] else cv2.resize(
+            frame_bgr, (w, h), interpolation=cv2.INTER_AREA)
+        if self.spec.channels == "rgb":
+            image = image[:, :, ::-1]
+        chw = image.transpose(2, 0, 1).astype(np.float32)
+        return (chw * self._scale - self._offset)[None]
+
+    def infer(self, frame_bgr: np.ndarray) -> np.ndarray:
+        """Alpha matte (float32, HxW, values in [0, 1]) of one BGR uint8 frame."""
+        feeds = {self.spec.input_name: self._tensor(frame_bgr)}
+        if "downsample_ratio" in self.spec.extra_inputs:
+            ratio = min(1.0, self.matte_size / min(frame_bgr.shape[:2]))
+            feeds[self.spec.extra_inputs["downsample_ratio"]] = np.array([ratio], np.float32)
+        feeds.update(zip(self.spec.recurrent_inputs, self._state))
+        names = [self.spec.alpha_output, *self.spec.recurrent_outputs]
+        alpha, *state = self._session.run(names, feeds)
+        if state:
+            self._state = state
+        return np.clip(alpha[0, 0], 0.0, 1.0)

@@ -1,0 +1,135 @@
+"""Frame sinks: the virtual camera, a video file, a preview window, nothing.
+
+Every sink has the same small surface (:class:`Sink`): ``write(frame)`` takes one BGR
+uint8 frame of the output size and returns False when the person asked to stop
+(closing the preview); ``close()`` releases the device or file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+import pyvirtualcam
+
+from vbg.errors import VbgError
+
+log = logging.getLogger(__name__)
+
+V4L2LOOPBACK_SETUP = "sudo modprobe v4l2loopback devices=1 video_nr=10 card_label=vbg exclusive_caps=1"
+VIDEO_FOURCCS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}
+
+
+class Sink(Protocol):
+    """What the pipeline needs of a frame sink."""
+
+    name: str
+    live: bool  # consumes frames in real time (so the pipeline may drop, never stall)
+
+    def write(self, frame: np.ndarray) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class VirtualCameraSink:
+    """A virtual camera through pyvirtualcam (v4l2loopback on Linux, OBS on Windows/macOS)."""
+
+    live = True
+
+    def __init__(self, size: tuple[int, int], fps: float, *, device: str | None = None,
+                 backend: str | None = None) -> None:
+        if backend is not None and backend not in pyvirtualcam.camera.BACKENDS:
+            known = ", ".join(pyvirtualcam.camera.BACKENDS) or "none on this system"
+            raise VbgError(f"unknown virtual camera backend '{backend}'; available: {known}")
+        try:
+            self._camera = pyvirtualcam.Camera(size[0], size[1], fps, fmt=pyvirtualcam.PixelFormat.BGR,
+                                               device=device, backend=backend)
+        except Exception as exc:  # pyvirtualcam reports every backend's failure as one RuntimeError
+            reason = " ".join(str(exc).split())
+            hint = (f"load v4l2loopback with `{V4L2LOOPBACK_SETUP}` and pass --vcam-device /dev/video10"
+                    if sys.platform.startswith("linux") else "install OBS Studio and start its virtual camera once")
+            raise VbgError(f"no virtual camera device ({reason}); {hint}; or use --output FILE|null") from None
+        self.name = f"virtual camera {self._camera.device} ({self._camera.backend})"
+
+    def write(self, frame: np.ndarray) -> bool:
+        self._camera.send(frame)
+        return True
+
+    def close(self) -> None:
+        self._camera.close()
+
+
+class VideoFileSink:
+    """A video file written by OpenCV (FFmpeg); the container follows the suffix."""
+
+    live = False
+
+    def __init__(self, path: Path, size: tuple[int, int], fps: float) -> None:
+        suffix = path.suffix.lower()
+        if suffix not in VIDEO_FOURCCS:
+            raise VbgError(f"cannot write video {path}: use one of {', '.join(VIDEO_FOURCCS)}")
+        if not path.parent.is_dir():
+            raise VbgError(f"cannot write video {path}: folder {path.parent} does not exist")
+        self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*VIDEO_FOURCCS[suffix]), fps, size)
+        if not self._writer.isOpened():
+            raise VbgError(f"cannot write video {path}: OpenCV could not open it for writing")
+        self.name = f"video {path}"
+
+    def write(self, frame: np.ndarray) -> bool:
+        self._writer.write(frame)
+        return True
+
+    def close(self) -> None:
+        self._writer.release()
+
+
+class PreviewSink:
+    """A window showing the output; 'q', Esc or closing the window stops vbg."""
+
+    live = True
+    name = "preview window"
+    _TITLE = "vbg preview (q to quit)"
+
+    def __init__(self) -> None:
+        headless = sys.platform.startswith("linux") and not any(
+            os.environ.get(v) for v in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"))
+        if headless:
+            raise VbgError("--preview needs a display (DISPLAY is not set); drop --preview or run it in a desktop session")
+        cv2.namedWindow(self._TITLE, cv2.WINDOW_NORMAL)
+
+    def write(self, frame: np.ndarray) -> bool:
+        cv2.imshow(self._TITLE, frame)
+        key = cv2.waitKey(1) & 0xFF
+        visible = cv2.getWindowProperty(self._TITLE, cv2.WND_PROP_VISIBLE) >= 1
+        return key not in (ord("q"), 27) and visible
+
+    def close(self) -> None:
+        cv2.destroyWindow(self._TITLE)
+
+
+class NullSink:
+    """Discards frames (benchmarks, dry runs)."""
+
+    live = False
+    name = "null"
+
+    def write(self, frame: np.ndarray) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+def open_output(output: str, size: tuple[int, int], fps: float, *, vcam_device: str | None = None,
+                vcam_backend: str | None = None) -> Sink:
+    """The sink for ``--output``: 'vcam', 'null' or a video file path."""
+    if output == "vcam":
+        return VirtualCameraSink(size, fps, device=vcam_device, backend=vcam_backend)
+    if output == "null":
+        return NullSink()
+    return VideoFileSink(Path(output).expanduser(), size, fps)

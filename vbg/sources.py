@@ -1,0 +1,242 @@
+"""Frame sources: a camera, a video file, a still image, a folder of frames.
+
+Every source has the same small surface (:class:`Source`): ``read()`` returns the
+next BGR uint8 frame, or ``None`` when there is none. For a source that can
+reconnect (a camera) ``None`` means "lost for now" and the pipeline calls
+``reopen()`` until it returns True; for the others ``None`` is the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from vbg.errors import VbgError
+from vbg.imaging import to_bgr
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+DEFAULT_STILL_FPS = 30.0
+
+
+class Source(Protocol):
+    """What the pipeline needs of a frame source."""
+
+    name: str
+    fps: float
+    size: tuple[int, int]  # (width, height) of the frames it delivers
+    live: bool  # frames come at their own pace; a slow pipeline must drop, not block
+    reconnectable: bool  # ``read() is None`` means lost, not ended
+
+    def read(self) -> np.ndarray | None: ...
+
+    def reopen(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+def _fourcc_text(code: float) -> str:
+    value = int(code)
+    return "".join(chr((value >> 8 * i) & 0xFF) for i in range(4)).strip("\0 ") or "?"
+
+
+class CameraSource:
+    """A webcam through OpenCV (V4L2 on Linux), by index or device path."""
+
+    live = True
+    reconnectable = True
+
+    def __init__(self, device: str, size: tuple[int, int], fps: float, fourcc: str) -> None:
+        self.device = device
+        self.name = f"camera {device}"
+        self._wanted = (size, fps, fourcc)
+        self._capture = self._open()
+        if self._capture is None:
+            raise VbgError(
+                f"camera {device} could not be opened: check it is plugged in and that you may use it "
+                "(group 'video'), pick another with --camera N or /dev/videoN, or use --input FILE"
+            )
+        self._first = self._capture.read()[1]
+        if self._first is None:
+            self._capture.release()
+            raise VbgError(
+                f"camera {device} opened but delivers no frames: another app is probably using it; "
+                "close that app or pick another --camera"
+            )
+        cap = self._capture
+        self.size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        self.fps = cap.get(cv2.CAP_PROP_FPS) or fps
+        self.delivered = f"{self.size[0]}x{self.size[1]} @ {self.fps:g} fps {_fourcc_text(cap.get(cv2.CAP_PROP_FOURCC))}"
+        log.info("%s delivers %s (asked for %dx%d @ %g fps %s)", self.name, self.delivered,
+                 size[0], size[1], fps, fourcc)
+
+    def _open(self) -> cv2.VideoCapture | None:
+        target: int | str = int(self.device) if self.device.isdigit() else self.device
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # our message, not OpenCV's
+        api = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
+        capture = cv2.VideoCapture(target, api)
+        if not capture.isOpened():
+            capture.release()
+            return None
+        (width, height), fps, fourcc = self._wanted
+        capture.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*fourcc.ljust(4)[:4]))
+        capture.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+        capture.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+        capture.set(cv2.CAP_PROP_FPS, fps)
+        capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the newest frame, not a queue of old ones
+        return capture
+
+    def read(self) -> np.ndarray | None:
+        if self._first is not None:
+            frame, self._first = self._first, None
+            return frame
+        if self._capture is None:
+            return None
+        ok, frame = self._capture.read()
+        return frame if ok else None
+
+    def reopen(self) -> bool:
+        self.close()
+        self._capture = self._open()
+        if self._capture is None:
+            return False
+        ok, self._first = self._capture.read()
+        return bool(ok)
+
+    def close(self) -> None:
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+
+
+class _FileSource:
+    """Shared pacing and looping for sources that read from files.
+
+    ``paced`` delivers frames at ``fps`` the way a camera would (for a live output);
+    unpaced sources deliver as fast as they are read and the pipeline drops nothing.
+    """
+
+    reconnectable = False
+
+    def __init__(self, name: str, fps: float, loop: bool, paced: bool) -> None:
+        self.name = name
+        self.fps = fps
+        self.loop = loop
+        self.live = paced
+        self._next_due: float | None = None
+
+    def _next_frame(self) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def _rewind(self) -> bool:
+        raise NotImplementedError
+
+    def read(self) -> np.ndarray | None:
+        frame = self._next_frame()
+        if frame is None and self.loop and self._rewind():
+            frame = self._next_frame()
+        if frame is not None and self.live:
+            self._pace()
+        return frame
+
+    def _pace(self) -> None:
+        now = time.perf_counter()
+        if self._next_due is None or now - self._next_due > 1.0:  # first frame, or far behind
+            self._next_due = now
+        elif self._next_due > now:
+            time.sleep(self._next_due - now)
+        self._next_due += 1.0 / self.fps
+
+    def reopen(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+class VideoFileSource(_FileSource):
+    """A video file decoded by OpenCV (FFmpeg)."""
+
+    def __init__(self, path: Path, *, loop: bool = False, paced: bool = False) -> None:
+        self._capture = cv2.VideoCapture(str(path))
+        first = self._capture.read()[1] if self._capture.isOpened() else None
+        if first is None:
+            self._capture.release()
+            raise VbgError(f"cannot decode video {path}: not a video format OpenCV/FFmpeg can read")
+        fps = self._capture.get(cv2.CAP_PROP_FPS)
+        super().__init__(f"video {path.name}", fps if 1 <= fps <= 240 else DEFAULT_STILL_FPS, loop, paced)
+        self.path = path
+        self.size = (first.shape[1], first.shape[0])
+        self._first: np.ndarray | None = first
+
+    def _next_frame(self) -> np.ndarray | None:
+        if self._first is not None:
+            frame, self._first = self._first, None
+            return frame
+        ok, frame = self._capture.read()
+        return frame if ok else None
+
+    def _rewind(self) -> bool:
+        return self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+
+    def close(self) -> None:
+        self._capture.release()
+
+
+class ImagesSource(_FileSource):
+    """A still image (repeated when ``loop``) or a folder of frames (in name order)."""
+
+    def __init__(self, paths: list[Path], name: str, *, loop: bool = False, paced: bool = False,
+                 fps: float = DEFAULT_STILL_FPS) -> None:
+        super().__init__(name, fps, loop, paced)
+        self._paths = paths
+        self._position = 0
+        first = read_image(paths[0])
+        self.size = (first.shape[1], first.shape[0])
+        self._cache: np.ndarray | None = first if len(paths) == 1 else None
+
+    def _next_frame(self) -> np.ndarray | None:
+        if self._position >= len(self._paths):
+            return None
+        self._position += 1
+        return (self._cache.copy() if self._cache is not None
+                else read_image(self._paths[self._position - 1]))
+
+    def _rewind(self) -> bool:
+        self._position = 0
+        return True
+
+
+def read_image(path: Path) -> np.ndarray:
+    """A BGR uint8 image from disk, or a :class:`VbgError` naming the file."""
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise VbgError(f"cannot read image {path}: not an image format OpenCV can decode")
+    return to_bgr(image)
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def open_input(path_text: str, *, loop: bool, paced: bool) -> Source:
+    """A source for ``--input``: a folder of frames, a still image or a video file."""
+    path = Path(path_text).expanduser()
+    if not path.exists():
+        raise VbgError(f"input {path} does not exist; give a video file, an image or a folder of frames")
+    if path.is_dir():
+        frames = sorted(p for p in path.iterdir() if is_image_file(p))
+        if not frames:
+            raise VbgError(f"input folder {path} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        return ImagesSource(frames, f"folder {path.name}", loop=loop, paced=paced)
+    if is_image_file(path):
+        # A still image into a live output repeats, as a camera pointed at a photo would.
+        return ImagesSource([path], f"image {path.name}", loop=loop or paced, paced=paced)
+    return VideoFileSource(path, loop=loop, paced=paced)
