@@ -101,8 +101,9 @@ def _run(argv: Sequence[str]) -> int:
     from vbg.pipeline import run  # onnxruntime and OpenCV load only when needed
 
     stats = run(settings)
-    print(f"vbg: {stats.frames_out} frames out in {stats.elapsed_s:.1f} s ({stats.output_fps:.1f} fps), "
-          f"{stats.dropped} dropped, {stats.mattes} mattes; provider {stats.provider}", file=sys.stderr)
+    if not args.quiet:
+            print(f"vbg: {stats.frames_out} frames out in {stats.elapsed_s:.1f} s ({stats.output_fps:.1f} fps), "
+              f"{stats.dropped} dropped, {stats.mattes} mattes; provider {stats.provider}", file=sys.stderr)
     return 0
 
 
@@ -151,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VbgError as exc:
         print(f"vbg: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except SystemExit as exit_:  # argparse: --help, or a usage mistake already reported
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     except KeyboardInterrupt:
         print("vbg: interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,141 @@
+"""Shared test media, all made here (no ../shared): a person clip, backgrounds, a
+recording virtual camera backend, and the real MODNet model pulled once into the
+user's cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+import pytest
+import pyvirtualcam
+from skimage import data as skdata
+
+from vbg.registry import ensure_model, get_spec
+
+FRAME_SIZE = (640, 360)  # width, height of the generated person clip
+CLIP_FRAMES = 24
+
+
+class RecordingBackend:
+    """A pyvirtualcam backend that keeps what it is sent instead of writing a device."""
+
+    instances: list["RecordingBackend"] = []
+
+    def __init__(self, *, width: int, height: int, fps: float, fourcc: int, device: str | None, **kw) -> None:
+        self.width, self.height, self.fps, self.fourcc = width, height, fps, fourcc
+        self.device_name = device or "/dev/recording0"
+        self.frames: list[np.ndarray] = []
+        self.closed = False
+        RecordingBackend.instances.append(self)
+
+    def send(self, frame: np.ndarray) -> None:
+        assert not self.closed, "frame sent after close"
+        self.frames.append(frame.copy())
+
+    def close(self) -> None:
+        self.closed = True
+
+    def device(self) -> str:
+        return self.device_name
+
+    def native_fourcc(self) -> int | None:
+        return self.fourcc
+
+    def images(self) -> list[np.ndarray]:
+        """The frames as HxWx3 BGR images."""
+        return [f.reshape(self.height, self.width, 3) for f in self.frames]
+
+
+@pytest.fixture
+def recording_vcam(monkeypatch):
+    """Registers the 'recording' backend with pyvirtualcam for one test; yields the instance list."""
+    RecordingBackend.instances = []
+    monkeypatch.setattr(pyvirtualcam.camera, "BACKENDS", dict(pyvirtualcam.camera.BACKENDS))
+    pyvirtualcam.register_backend("recording", RecordingBackend)
+    yield RecordingBackend.instances
+
+
+@pytest.fixture(scope="session")
+def modnet_path() -> Path:
+    """The real MODNet weights, pulled once into the user's cache and verified."""
+    return ensure_model(get_spec("modnet"))
+
+
+def person_frame(index: int = 0) -> np.ndarray:
+    """A 640x360 BGR frame of the astronaut portrait, shifted right by ``index`` px and
+    brightened by ``2 * index`` so that frame order can be read back from any output."""
+    rgb = skdata.astronaut()
+    portrait = cv2.resize(rgb[:, :, ::-1], (360, 360), interpolation=cv2.INTER_AREA)
+    wall = (190, 200, 205)
+    frame = cv2.copyMakeBorder(portrait, 0, 0, 140, 140, cv2.BORDER_CONSTANT, value=wall)
+    shift = np.float32([[1, 0, index], [0, 1, 0]])
+    frame = cv2.warpAffine(frame, shift, FRAME_SIZE, borderMode=cv2.BORDER_CONSTANT, borderValue=wall)
+    return cv2.add(frame, np.full_like(frame, 2 * index))
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float = 30.0) -> Path:
+    h, w = frames[0].shape[:2]
+    fourcc = "MJPG" if path.suffix == ".avi" else "mp4v"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
+    assert writer.isOpened()
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def read_video(path: Path) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return frames
+        frames.append(frame)
+
+
+@pytest.fixture(scope="session")
+def person_video(tmp_path_factory) -> Path:
+    """A 24-frame 640x360 clip of a person moving slowly to the right (MJPG AVI)."""
+    path = tmp_path_factory.mktemp("media") / "person.avi"
+    return write_video(path, [person_frame(i) for i in range(CLIP_FRAMES)])
+
+
+def pattern_background(size: tuple[int, int] = (800, 450)) -> np.ndarray:
+    """A background no camera would see: strong diagonal colour stripes."""
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    stripes = ((xx + yy) // 40) % 3
+    palette = np.array([[255, 0, 255], [0, 255, 255], [255, 255, 0]], np.uint8)
+    return palette[stripes]
+
+
+@pytest.fixture(scope="session")
+def background_image(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("media") / "stripes.png"
+    cv2.imwrite(str(path), pattern_background())
+    return path
+
+
+def reference_matte(model_path: Path, frame: np.ndarray, short_side: int | None = None) -> np.ndarray:
+    """MODNet's alpha for ``frame`` computed straight with onnxruntime, independently of
+    vbg's session and pipeline code, at the default matte size; returned at the frame's size."""
+    short_side = short_side or get_spec("modnet").default_matte_size
+    h, w = frame.shape[:2]
+    mh, mw = (max(32, round(x * short_side / min(h, w) / 32) * 32) for x in (h, w))
+    rgb = cv2.resize(frame, (mw, mh), interpolation=cv2.INTER_AREA)[:, :, ::-1].astype(np.float32)
+    tensor = ((rgb / 255.0 - 0.5) / 0.5).transpose(2, 0, 1)[None]
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    alpha = session.run(None, {"input": np.ascontiguousarray(tensor)})[0][0, 0]
+    return cv2.resize(alpha, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def confident_regions(alpha: np.ndarray, margin: int = 15) -> tuple[np.ndarray, np.ndarray]:
+    """(person, background) masks well inside each region, away from edges."""
+    kernel = np.ones((2 * margin + 1, 2 * margin + 1), np.uint8)
+    person = cv2.erode((alpha > 0.95).astype(np.uint8), kernel).astype(bool)
+    background = cv2.erode((alpha < 0.05).astype(np.uint8), kernel).astype(bool)
+    return person, background

@@ -1,0 +1,90 @@
+"""Every user mistake: one line on stderr, a non-zero exit, no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from vbg.cli import main
+
+
+def one_line_error(capsys, argv: list[str]) -> str:
+    status = main(argv)
+    err = capsys.readouterr().err
+    assert status != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("vbg") and "error:" in lines[0] and "Traceback" not in err
+    return lines[0]
+
+
+def test_missing_background_file(capsys, person_video):
+    line = one_line_error(capsys, ["--input", str(person_video), "--bg", "/nowhere/beach.jpg", "--output", "null"])
+    assert "background /nowhere/beach.jpg does not exist" in line
+
+
+def test_bad_colour(capsys, person_video):
+    line = one_line_error(capsys, ["--input", str(person_video), "--color", "red", "--output", "null"])
+    assert "'color'" in line and "#RRGGBB" in line
+
+
+def test_unknown_config_key(capsys, tmp_path):
+    config = tmp_path / "mine.toml"
+    config.write_text('mode = "blur"\nbackground_colour = "#000000"\n')
+    line = one_line_error(capsys, ["--config", str(config)])
+    assert "unknown setting 'background_colour'" in line and str(config) in line
+
+
+def test_missing_camera(capsys):
+    line = one_line_error(capsys, ["--camera", "7", "--output", "null"])
+    assert "camera 7 could not be opened" in line
+
+
+def test_missing_virtual_camera_gives_the_v4l2loopback_line(capsys, person_video):
+    line = one_line_error(capsys, ["--input", str(person_video), "--vcam-device", "/dev/video10"])
+    assert "no virtual camera device" in line
+    assert "sudo modprobe v4l2loopback devices=1 video_nr=10 card_label=vbg exclusive_caps=1" in line
+
+
+def test_unknown_virtual_camera_backend(capsys, person_video):
+    line = one_line_error(capsys, ["--input", str(person_video), "--vcam-backend", "magic"])
+    assert "unknown virtual camera backend 'magic'" in line
+
+
+def test_corrupt_model(capsys, monkeypatch, tmp_path, person_video):
+    monkeypatch.setenv("VBG_CACHE_DIR", str(tmp_path))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "modnet.onnx").write_bytes(b"\0" * 1000)
+    line = one_line_error(capsys, ["--input", str(person_video), "--output", "null"])
+    assert "truncated or corrupt" in line and "vbg models pull --force modnet" in line
+
+
+def test_missing_input_and_unwritable_output(capsys, person_video, tmp_path):
+    assert "does not exist" in one_line_error(capsys, ["--input", str(tmp_path / "nope.mp4"), "--output", "null"])
+    line = one_line_error(capsys, ["--input", str(person_video), "--output", str(tmp_path / "out.gif")])
+    assert "cannot write video" in line
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--device", "tpu"], "invalid choice: 'tpu'"),
+    (["--bg", "a.jpg", "--blur"], "not allowed with argument"),
+    (["--frames", "many"], "invalid int value"),
+    (["models", "pull", "u2net"], "unknown model 'u2net'"),
+])
+def test_usage_mistakes(capsys, argv, fragment):
+    assert fragment in one_line_error(capsys, argv)
+
+
+def test_models_path_before_pull(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("VBG_CACHE_DIR", str(tmp_path))
+    assert "run `vbg models pull modnet`" in one_line_error(capsys, ["models", "path", "modnet"])
+
+
+def test_console_entry_point_exit_status_and_stderr(person_video):
+    result = subprocess.run([sys.executable, "-m", "vbg", "--input", str(person_video), "--vcam-device",
+                             "/dev/video10"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("vbg: error: no virtual camera device")
+    assert "Traceback" not in result.stderr

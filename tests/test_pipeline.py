@@ -1,0 +1,128 @@
+"""The whole pipeline with the real model: file → file, file → virtual camera, every background."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import (CLIP_FRAMES, FRAME_SIZE, confident_regions, pattern_background, person_frame,
+                      read_video, reference_matte, write_video)
+from vbg import Settings, run
+from vbg.cli import main
+from vbg.imaging import cover_fit
+from vbg.config import parse_color
+
+pytestmark = pytest.mark.usefixtures("modnet_path")
+
+
+def agreement(output: np.ndarray, expected: np.ndarray, mask: np.ndarray, tolerance: int = 24) -> float:
+    """Share of ``mask`` pixels where ``output`` is within ``tolerance`` levels of ``expected``."""
+    close = np.abs(output.astype(np.int16) - expected.astype(np.int16)).max(axis=2) <= tolerance
+    return float(close[mask].mean())
+
+
+def assert_person_over(output: np.ndarray, frame: np.ndarray, background: np.ndarray, alpha: np.ndarray,
+                       share: float = 0.9) -> None:
+    """Pixels the reference matte calls person come from the frame, the rest from the background."""
+    person, behind = confident_regions(alpha)
+    assert person.mean() > 0.1 and behind.mean() > 0.2, "test frame should show both"
+    assert agreement(output, frame, person) > share
+    assert agreement(output, background, behind) > share
+    assert agreement(output, frame, behind) < 0.5  # the old background is really gone
+
+
+def source_index(output: np.ndarray, inputs: list[np.ndarray], face=(slice(50, 120), slice(270, 340))) -> int:
+    """Which input frame ``output`` shows: each is shifted 1 px and 2 levels brighter than
+    the one before, so the face matches its own frame best."""
+    return int(np.argmin([np.abs(output[face].astype(int) - frame[face]).mean() for frame in inputs]))
+
+
+def test_file_to_file_at_720p_person_from_input_rest_from_background(
+        tmp_path, person_video, background_image, modnet_path):
+    out = tmp_path / "out.mp4"
+    assert main(["--input", str(person_video), "--bg", str(background_image), "--output", str(out),
+                 "--size", "1280x720", "--frames", "20", "-q"]) == 0
+    frames = read_video(out)
+    assert len(frames) == 20
+    assert frames[0].shape == (720, 1280, 3)
+    background = cover_fit(pattern_background(), (1280, 720))
+    for index in (0, 10, 19):
+        source = cover_fit(read_video(person_video)[index], (1280, 720))
+        assert_person_over(frames[index], source, background, reference_matte(modnet_path, source))
+
+
+def test_file_to_file_loses_no_frame_and_keeps_order(tmp_path, person_video):
+    out = tmp_path / "out.avi"
+    assert main(["--input", str(person_video), "--color", "#000000", "--output", str(out), "-q"]) == 0
+    frames = read_video(out)
+    assert len(frames) == CLIP_FRAMES
+    inputs = read_video(person_video)
+    assert [source_index(frame, inputs) for frame in frames] == list(range(CLIP_FRAMES))
+
+
+def test_blur_keeps_the_person_sharp_and_blurs_the_rest(tmp_path, person_video, modnet_path):
+    out = tmp_path / "blur.avi"
+    assert main(["--input", str(person_video), "--blur", "--output", str(out), "--frames", "5", "-q"]) == 0
+    frames = read_video(out)
+    assert len(frames) == 5
+    frame = read_video(person_video)[4]
+    person, behind = confident_regions(reference_matte(modnet_path, frame))
+    import cv2
+    sharpness = lambda image, mask: np.abs(cv2.Laplacian(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.CV_32F))[mask].mean()  # noqa: E731
+    assert agreement(frames[4], frame, person) > 0.9
+    assert sharpness(frames[4], behind) < 0.5 * sharpness(frame, behind)
+
+
+def test_colour_background_and_passthrough(tmp_path, person_video, modnet_path):
+    green = tmp_path / "green.avi"
+    assert main(["--input", str(person_video), "--color", "#00b140", "--output", str(green), "--frames", "3", "-q"]) == 0
+    frame = read_video(person_video)[2]
+    plain = np.empty_like(frame)
+    plain[:] = parse_color("#00b140")
+    assert_person_over(read_video(green)[2], frame, plain, reference_matte(modnet_path, frame))
+
+    same = tmp_path / "same.avi"
+    settings = Settings(input=str(person_video), mode="passthrough", output=str(same), frames=3, mirror=True)
+    stats = run(settings)
+    assert stats.mattes == 0 and stats.provider.startswith("none")
+    assert np.abs(read_video(same)[2].astype(int) - frame[:, ::-1]).mean() < 3  # mirrored, unchanged
+
+
+def test_video_background_advances_and_loops(tmp_path, person_video, modnet_path):
+    levels = [20, 80, 140, 200]
+    clip = write_video(tmp_path / "bg.avi", [np.full((360, 640, 3), v, np.uint8) for v in levels])
+    out = tmp_path / "out.avi"
+    assert main(["--input", str(person_video), "--bg", str(clip), "--output", str(out), "--frames", "6", "-q"]) == 0
+    corner = (slice(0, 40), slice(0, 40))  # the empty wall: background
+    seen = [round(float(frame[corner].mean())) for frame in read_video(out)]
+    assert seen == pytest.approx([20, 80, 140, 200, 20, 80], abs=4)
+
+
+def test_still_image_input_into_a_file(tmp_path, background_image):
+    import cv2
+    image = tmp_path / "me.png"
+    cv2.imwrite(str(image), person_frame())
+    out = tmp_path / "out.avi"
+    assert main(["--input", str(image), "--bg", str(background_image), "--output", str(out), "--frames", "4", "-q"]) == 0
+    assert len(read_video(out)) == 1  # one still image, no --loop: one frame
+
+
+def test_into_a_real_pyvirtualcam_camera(recording_vcam, person_video, background_image, modnet_path):
+    settings = Settings(input=str(person_video), mode="image", background=str(background_image),
+                        size="960x540", frames=12)
+    stats = run(settings)
+    (camera,) = recording_vcam
+    assert camera.closed, "the virtual camera is released at the end"
+    assert (camera.width, camera.height, round(camera.fps)) == (960, 540, 30)
+    assert camera.fourcc == int.from_bytes(b"24BG", "little")  # pyvirtualcam.PixelFormat.BGR
+    assert stats.live and stats.frames_out == 12
+    assert len(camera.frames) == stats.frames_out + stats.repeated
+    last = camera.images()[-1]
+    inputs = [cover_fit(frame, (960, 540)) for frame in read_video(person_video)]
+    shown = source_index(last, inputs, face=(slice(75, 180), slice(405, 510)))
+    # A live run composites each frame with the newest matte, which may come from a few frames
+    # earlier: count as person what every recent frame's reference matte calls person, and as
+    # background what none of them does.
+    mattes = np.stack([reference_matte(modnet_path, frame) for frame in inputs[max(0, shown - 5):shown + 1]])
+    alpha = np.where(mattes.min(axis=0) > 0.95, mattes.min(axis=0), mattes.max(axis=0))
+    assert_person_over(last, inputs[shown], cover_fit(pattern_background(), (960, 540)), alpha)
