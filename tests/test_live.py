@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import FRAME_SIZE, person_frame
-from vbg import Settings
+from vbg import Settings, VbgError
+from vbg import run as run_settings
 from vbg.backgrounds import color_background
 from vbg.pipeline import Pipeline
 from vbg.registry import get_spec
@@ -95,3 +96,34 @@ def test_signals_stop_cleanly(person_video, modnet_path, sig):
     _, rest = process.communicate(timeout=30)
     assert process.returncode == 0, rest
     assert "frames out" in rest and "Traceback" not in rest
+
+
+@pytest.fixture
+def virtual_display(monkeypatch):
+    """A real X display (Xvfb) for the preview window; skipped where Xvfb is not installed."""
+    import shutil
+    if not shutil.which("Xvfb"):
+        pytest.skip("Xvfb is not installed (.ci/run installs it)")
+    display = ":87"
+    server = subprocess.Popen(["Xvfb", display, "-screen", "0", "1024x768x24"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    monkeypatch.setenv("DISPLAY", display)
+    yield display
+    server.terminate()
+    server.wait(10)
+
+
+def test_preview_window_shows_the_output(virtual_display, person_video, tmp_path):
+    out = tmp_path / "out.avi"
+    stats = run_settings(Settings(input=str(person_video), mode="color", color="#000000", preview=True,
+                                  output=str(out), frames=5))
+    assert stats.frames_out == 5
+    assert "preview window" in stats.outputs
+
+
+def test_preview_without_a_display_is_a_clear_error(monkeypatch, person_video):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    with pytest.raises(VbgError, match="--preview needs a display"):
+        run_settings(Settings(input=str(person_video), preview=True, output="null", frames=1))

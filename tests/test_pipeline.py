@@ -41,13 +41,14 @@ def test_file_to_file_at_720p_person_from_input_rest_from_background(
         tmp_path, person_video, background_image, modnet_path):
     out = tmp_path / "out.mp4"
     assert main(["--input", str(person_video), "--bg", str(background_image), "--output", str(out),
-                 "--size", "1280x720", "--frames", "20", "-q"]) == 0
+                 "--size", "1280x720", "--frames", "90", "--loop", "-q"]) == 0
     frames = read_video(out)
-    assert len(frames) == 20
+    assert len(frames) == 90
     assert frames[0].shape == (720, 1280, 3)
     background = cover_fit(pattern_background(), (1280, 720))
-    for index in (0, 10, 19):
-        source = cover_fit(read_video(person_video)[index], (1280, 720))
+    inputs = read_video(person_video)
+    for index in (0, 30, 89):  # the 24-frame clip loops
+        source = cover_fit(inputs[index % CLIP_FRAMES], (1280, 720))
         assert_person_over(frames[index], source, background, reference_matte(modnet_path, source))
 
 
@@ -61,10 +62,10 @@ def test_file_to_file_loses_no_frame_and_keeps_order(tmp_path, person_video):
 
 
 def test_blur_keeps_the_person_sharp_and_blurs_the_rest(tmp_path, person_video, modnet_path):
-    out = tmp_path / "blur.avi"
-    assert main(["--input", str(person_video), "--blur", "--output", str(out), "--frames", "5", "-q"]) == 0
+    out = tmp_path / "blur.mp4"
+    assert main(["--input", str(person_video), "--blur", "--output", str(out), "--frames", "30", "--loop", "-q"]) == 0
     frames = read_video(out)
-    assert len(frames) == 5
+    assert len(frames) == 30
     frame = read_video(person_video)[4]
     person, behind = confident_regions(reference_matte(modnet_path, frame))
     import cv2

@@ -97,7 +97,7 @@ class PreviewSink:
 
     def __init__(self) -> None:
         headless = sys.platform.startswith("linux") and not any(
-            os.environ.get(v) for v in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"))
+            os.environ.get(v) for v in ("DISPLAY", "WAYLAND_DISPLAY"))
         if headless:
             raise VbgError("--preview needs a display (DISPLAY is not set); drop --preview or run it in a desktop session")
         cv2.namedWindow(self._TITLE, cv2.WINDOW_NORMAL)
