@@ -127,3 +127,28 @@ def test_preview_without_a_display_is_a_clear_error(monkeypatch, person_video):
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     with pytest.raises(VbgError, match="--preview needs a display"):
         run_settings(Settings(input=str(person_video), preview=True, output="null", frames=1))
+
+
+class BrokenModel:
+    """Stands in for a session whose inference fails (a GPU driver crash, say)."""
+
+    provider = "BrokenExecutionProvider"
+
+    def infer(self, frame):
+        raise RuntimeError("inference exploded")
+
+    def reset(self):
+        pass
+
+
+def test_a_failing_stage_stops_the_run_and_reports_its_error(recording_vcam):
+    camera = UnpluggedCamera(fail_after=10_000, reopen_attempts=1)
+    sink = VirtualCameraSink(FRAME_SIZE, 30, backend="recording")
+    pipeline = Pipeline(Settings(), camera, [sink], color_background("#000000", FRAME_SIZE), BrokenModel(),
+                        FRAME_SIZE)
+    started = time.perf_counter()
+    with pytest.raises(RuntimeError, match="inference exploded"):
+        pipeline.run()
+    pipeline.close()
+    assert time.perf_counter() - started < 10  # nothing hangs waiting for a matte that never comes
+    assert recording_vcam[0].closed

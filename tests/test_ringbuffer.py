@@ -85,6 +85,17 @@ def test_latest_keeps_only_the_newest_value():
     assert slot.version == 2
 
 
+def test_closing_latest_releases_a_waiter():
+    slot = Latest()
+    result = []
+    waiter = threading.Thread(target=lambda: result.append(slot.wait()))
+    waiter.start()
+    time.sleep(0.05)
+    slot.close()
+    waiter.join(2)
+    assert result == [None]
+
+
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError):
         RingBuffer(0)

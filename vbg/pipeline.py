@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 
 RECONNECT_INTERVAL_S = 1.0
 REPEAT_AFTER_S = 0.25  # live output with no new frame for this long repeats the last one
-FIRST_MATTE_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -173,9 +172,9 @@ class Pipeline:
             packet.image = packet.frame
             return packet
         if self.live:
-            packet.alpha = self._latest_matte.wait(FIRST_MATTE_TIMEOUT_S)
-            if packet.alpha is None:
-                raise RuntimeError(f"no matte within {FIRST_MATTE_TIMEOUT_S:g} s of starting")
+            packet.alpha = self._latest_matte.wait()  # only the first matte is waited for
+            if packet.alpha is None:  # stopped before the first matte
+                return packet
         packet.image = composite(packet.frame, packet.alpha, self.background.render(packet.frame))
         return packet
 
@@ -242,6 +241,7 @@ class Pipeline:
         self._stop.set()
         for buffer in self._buffers:
             buffer.close()
+        self._latest_matte.close()
 
     def run(self) -> RunStats:
         """Run until the source ends, ``settings.frames`` are out, or :meth:`abort`."""

@@ -85,6 +85,7 @@ class Latest(Generic[T]):
     def __init__(self) -> None:
         self._value: T | None = None
         self.version = 0
+        self._closed = False
         self._changed = threading.Condition()
 
     def publish(self, value: T) -> None:
@@ -94,7 +95,14 @@ class Latest(Generic[T]):
             self._changed.notify_all()
 
     def wait(self, timeout: float | None = None) -> T | None:
-        """The newest value, waiting up to ``timeout`` seconds for the first one."""
+        """The newest value, waiting up to ``timeout`` seconds for the first one
+        (``None`` if none came in time, or the slot was closed first)."""
         with self._changed:
-            self._changed.wait_for(lambda: self.version > 0, timeout)
+            self._changed.wait_for(lambda: self.version > 0 or self._closed, timeout)
             return self._value
+
+    def close(self) -> None:
+        """Release every waiter; later waits return at once."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
