@@ -34,10 +34,10 @@ from vbg.backgrounds import Background, open_background
 from vbg.config import Settings, parse_size
 from vbg.imaging import composite, cover_fit
 from vbg.registry import ensure_model, get_spec
+from vbg.matting import Matter
 from vbg.ringbuffer import Closed, Latest, RingBuffer
 from vbg.session import MattingSession
 from vbg.sinks import PreviewSink, Sink, open_output
-from vbg.smoothing import TemporalSmoother
 from vbg.sources import CameraSource, Source, open_input
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class Pipeline:
                               provider=session.provider if session else RunStats.provider)
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
-        self._smoother = TemporalSmoother(settings.smoothing)
+        self._matter = Matter(session, settings.smoothing) if session else None
         policy, capacity = ("drop_oldest", 2) if self.live else ("block", 4)
         self._frames: RingBuffer[Packet] = RingBuffer(capacity, policy)  # capture → composite (live)
         self._to_infer: RingBuffer[Packet] = RingBuffer(1 if self.live else capacity, policy)
@@ -139,9 +139,8 @@ class Pipeline:
                 if not self._stop.wait(RECONNECT_INTERVAL_S) and self.source.reopen():
                     log.warning("%s is back", self.source.name)
                     self.stats.reconnects += 1
-                    self._smoother.reset()
-                    if self.session:
-                        self.session.reset()
+                    if self._matter:
+                        self._matter.reset()
                     lost = False
                 continue
             packet = Packet(index, time.perf_counter(), self._prepare(raw))
@@ -153,18 +152,14 @@ class Pipeline:
                 break
 
     def _infer(self, packet: Packet) -> Packet:
-        packet.alpha = self.session.infer(packet.frame)
+        packet.alpha = self._matter.infer(packet.frame)
         self.stats.mattes += 1
         return packet
 
     def _smooth(self, packet: Packet) -> Packet:
-        alpha = self._smoother(packet.alpha)
-        h, w = packet.frame.shape[:2]
-        if alpha.shape != (h, w):
-            alpha = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_LINEAR)
-        packet.alpha = alpha
+        packet.alpha = self._matter.finish(packet.alpha, packet.frame)
         if self.live:
-            self._latest_matte.publish(alpha)
+            self._latest_matte.publish(packet.alpha)
         return packet
 
     def _composite(self, packet: Packet) -> Packet:
