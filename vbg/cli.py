@@ -7,11 +7,13 @@ The CLI is the only place that prints for people; the library logs. Every
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from vbg.config import DEVICES, MODES, load_settings
+from vbg.config import DEVICES, MODES, Settings, load_settings
 from vbg.errors import VbgError
 
 EXIT_ERROR = 1
@@ -42,7 +44,7 @@ class _Parser(argparse.ArgumentParser):
 def _run_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="vbg", description="Real-time virtual background: camera → portrait matting → virtual camera. "
-        "Other commands: `vbg models {list,pull,path}`.",
+        "Other commands: `vbg models {list,pull,path}`, `vbg eval DIR`.",
         epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", metavar="FILE", help="TOML settings file (see configs/); options given here win")
 
@@ -135,7 +137,53 @@ def _models(argv: Sequence[str]) -> int:
     return 0
 
 
-SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"models": _models}
+def _eval(argv: Sequence[str]) -> int:
+    parser = _Parser(
+        prog="vbg eval", description="Matte quality against ground truth, through the same matte path as "
+        "live mode (model, temporal smoothing, upsampling; no compositing). DIR holds clips as "
+        "CLIP/com/*.jpg|png (frames) + CLIP/pha/*.png (true alpha), e.g. from "
+        "`make_clips.py --preset dev --out DIR`.",
+        epilog="MAD and MSE are x1e3, Grad and Conn /1e3, dtSSD x1e2 (lower is better); ms/frame is the "
+        "matte path's own time.")
+    parser.add_argument("dir", metavar="DIR", help="a clip folder, or a folder of clip folders")
+    parser.add_argument("--model", default="modnet", help="model from `vbg models list` (default modnet)")
+    parser.add_argument("--matte-size", type=int, metavar="PX", help="short side of the matte (default: the model's)")
+    parser.add_argument("--smoothing", type=float, default=Settings.smoothing, metavar="0-1",
+                        help=f"temporal smoothing (default {Settings.smoothing}); 0 measures the raw model")
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="where inference runs")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of the overall averages")
+    args = parser.parse_args(argv)
+    _configure_logging(False, args.json)
+    settings = Settings().replace(model=args.model, matte_size=args.matte_size, smoothing=args.smoothing,
+                                  device=args.device)
+
+    from vbg.evaluate import evaluate, summarise
+    from vbg.matting import Matter
+    from vbg.registry import ensure_model, get_spec
+    from vbg.session import MattingSession
+
+    spec = get_spec(settings.model)
+    session = MattingSession(spec, ensure_model(spec), device=settings.device, matte_size=settings.matte_size)
+    columns = ("mad", "mse", "grad", "conn", "dtssd", "ms_per_frame")
+    header = f"{'clip':<20} {'frames':>6} " + " ".join(f"{c.replace('_per_frame', '/frame'):>9}" for c in columns)
+
+    def row(name: str, summary: dict) -> str:
+        return f"{name:<20} {summary['frames']:>6} " + " ".join(f"{summary[c]:>9.2f}" for c in columns)
+
+    print(f"model {spec.name}, matte size {session.matte_size}, smoothing {settings.smoothing:g}, "
+          f"provider {session.provider}")
+    print(header)
+    scores = evaluate(Matter(session, settings.smoothing), Path(args.dir).expanduser(),
+                      on_clip=lambda clip: print(row(clip.name, clip.summary()), flush=True))
+    overall = summarise(scores)
+    print(row("all", overall))
+    if args.json:
+        print(json.dumps({**overall, "model": spec.name, "matte_size": session.matte_size,
+                          "smoothing": settings.smoothing, "provider": session.provider}))
+    return 0
+
+
+SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"models": _models, "eval": _eval}
 
 
 def _configure_logging(verbose: bool, quiet: bool) -> None:
