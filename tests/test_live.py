@@ -26,6 +26,7 @@ class UnpluggedCamera:
     reopen ``reopen_attempts`` times (unplugged, or taken by another app), then delivers again."""
 
     live = True
+    paced = False
     reconnectable = True
     fps = 30.0
     size = FRAME_SIZE
@@ -134,7 +135,10 @@ class BrokenModel:
 
     provider = "BrokenExecutionProvider"
 
-    def infer(self, frame):
+    def prepare(self, frame):
+        return {}
+
+    def run(self, feeds):
         raise RuntimeError("inference exploded")
 
     def reset(self):

@@ -6,7 +6,8 @@ import pytest
 
 from conftest import CLIP_FRAMES, person_frame, write_video
 from vbg.errors import VbgError
-from vbg.sources import CameraSource, ImagesSource, VideoFileSource, open_input
+from vbg.sources import CameraSource, ImagesSource, SyntheticSource, VideoFileSource, open_input
+from vbg.timing import Pacer
 
 
 def drain(source, limit=1000):
@@ -34,12 +35,22 @@ def test_looped_video_restarts_at_the_beginning(person_video):
     assert np.abs(frames[CLIP_FRAMES].astype(int) - frames[0]).mean() < 1.0
 
 
-def test_paced_file_arrives_at_its_frame_rate_like_a_camera(person_video):
+def test_paced_file_is_released_at_its_frame_rate_like_a_camera(person_video):
     source = open_input(str(person_video), loop=False, paced=True)
-    assert source.live
+    assert source.live and source.paced
+    pacer = Pacer(source.fps)
     started = time.perf_counter()
-    drain(source, limit=10)
+    for _ in range(10):
+        pacer.wait()
+        source.read()
     assert time.perf_counter() - started >= 9 / 30 - 0.01  # nine frame intervals at 30 fps
+
+
+def test_synthetic_source_moves_and_ends():
+    source = SyntheticSource((320, 180), frames=3)
+    frames = drain(source)
+    assert len(frames) == 3 and frames[0].shape == (180, 320, 3)
+    assert not np.array_equal(frames[0], frames[2])
 
 
 def test_folder_of_frames_is_read_in_name_order(tmp_path):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -39,6 +40,7 @@ from vbg.ringbuffer import Closed, Latest, RingBuffer
 from vbg.session import MattingSession
 from vbg.sinks import PreviewSink, Sink, open_output
 from vbg.sources import CameraSource, Source, open_input
+from vbg.timing import Pacer, StageClock
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +76,36 @@ class RunStats:
     repeated: int = 0  # frames re-sent while the source was lost
     reconnects: int = 0
     elapsed_s: float = 0.0
+    cpu_s: float = 0.0  # process CPU time (all threads) over the run
+    rss_mb_start: float = 0.0
+    rss_mb_end: float = 0.0
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=10_000))
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def output_fps(self) -> float:
         return self.frames_out / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def matte_fps(self) -> float:
+        return self.mattes / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def cpu_percent(self) -> float:
+        """CPU use as `top` shows it: 100 is one core fully busy."""
+        return 100.0 * self.cpu_s / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def latency_ms(self, percentile: float) -> float:
+        return float(np.percentile(self.latencies_ms, percentile)) if self.latencies_ms else 0.0
+
+
+def rss_mb() -> float:
+    """Resident memory of this process in MB (0 where /proc is not available)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (OSError, ValueError):
+        return 0.0
 
 
 def open_source(settings: Settings, *, paced: bool) -> Source:
@@ -105,7 +132,8 @@ class Pipeline:
                               provider=session.provider if session else RunStats.provider)
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
-        self._matter = Matter(session, settings.smoothing) if session else None
+        self.clock = StageClock()
+        self._matter = Matter(session, settings.smoothing, self.clock) if session else None
         policy, capacity = ("drop_oldest", 2) if self.live else ("block", 4)
         self._frames: RingBuffer[Packet] = RingBuffer(capacity, policy)  # capture → composite (live)
         self._to_infer: RingBuffer[Packet] = RingBuffer(1 if self.live else capacity, policy)
@@ -126,8 +154,12 @@ class Pipeline:
         # The compositor reads the capture directly unless it must wait for each frame's matte.
         to_composite = self._frames if (self.live or not needs_matte) else None
         limit = self.settings.frames if not self.live else None
+        pacer = Pacer(self.source.fps) if self.source.paced else None
         index, lost = 0, False
         while not self._stop.is_set() and (limit is None or index < limit):
+            if pacer:
+                pacer.wait()
+            started = time.perf_counter()
             raw = self.source.read()
             if raw is None:
                 if not self.source.reconnectable:
@@ -143,7 +175,8 @@ class Pipeline:
                         self._matter.reset()
                     lost = False
                 continue
-            packet = Packet(index, time.perf_counter(), self._prepare(raw))
+            packet = Packet(index, started, self._prepare(raw))
+            self.clock.record("capture", time.perf_counter() - started)
             index += 1
             self.stats.frames_captured = index
             if needs_matte and not self._to_infer.put(packet):
@@ -170,7 +203,8 @@ class Pipeline:
             packet.alpha = self._latest_matte.wait()  # only the first matte is waited for
             if packet.alpha is None:  # stopped before the first matte
                 return packet
-        packet.image = composite(packet.frame, packet.alpha, self.background.render(packet.frame))
+        with self.clock.time("composite"):
+            packet.image = composite(packet.frame, packet.alpha, self.background.render(packet.frame))
         return packet
 
     def _output(self) -> None:
@@ -195,7 +229,8 @@ class Pipeline:
             self.stats.latencies_ms.append((time.perf_counter() - packet.captured_at) * 1e3)
 
     def _write(self, image: np.ndarray) -> bool:
-        return all([sink.write(image) for sink in self.sinks])
+        with self.clock.time("output"):
+            return all([sink.write(image) for sink in self.sinks])
 
     # -- threads ----------------------------------------------------------------------------
 
@@ -252,7 +287,8 @@ class Pipeline:
                         self._composited))
         threads = [threading.Thread(target=self._guarded(work, outbox), name=name, daemon=True)
                    for name, work, outbox in workers]
-        started = time.perf_counter()
+        self.stats.rss_mb_start = rss_mb()
+        started, cpu_started = time.perf_counter(), time.process_time()
         for thread in threads:
             thread.start()
         try:
@@ -262,6 +298,9 @@ class Pipeline:
             for thread in threads:
                 thread.join()
             self.stats.elapsed_s = time.perf_counter() - started
+            self.stats.cpu_s = time.process_time() - cpu_started
+            self.stats.rss_mb_end = rss_mb()
+            self.stats.stages = self.clock.summary()
             self.stats.dropped = self._frames.dropped + self._composited.dropped
         if self._errors:
             raise self._errors[0]

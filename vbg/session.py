@@ -125,15 +125,23 @@ class MattingSession:
         chw = image.transpose(2, 0, 1).astype(np.float32)
         return (chw * self._scale - self._offset)[None]
 
-    def infer(self, frame_bgr: np.ndarray) -> np.ndarray:
-        """Alpha matte (float32, HxW, values in [0, 1]) of one BGR uint8 frame."""
+    def prepare(self, frame_bgr: np.ndarray) -> dict[str, np.ndarray]:
+        """The model's input tensors for one BGR uint8 frame (resize, normalise, state)."""
         feeds = {self.spec.input_name: self._tensor(frame_bgr)}
         if "downsample_ratio" in self.spec.extra_inputs:
             ratio = min(1.0, self.matte_size / min(frame_bgr.shape[:2]))
             feeds[self.spec.extra_inputs["downsample_ratio"]] = np.array([ratio], np.float32)
         feeds.update(zip(self.spec.recurrent_inputs, self._state))
+        return feeds
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Alpha matte (float32, HxW, values in [0, 1]) from :meth:`prepare`'s tensors."""
         names = [self.spec.alpha_output, *self.spec.recurrent_outputs]
         alpha, *state = self._session.run(names, feeds)
         if state:
             self._state = state
         return np.clip(alpha[0, 0], 0.0, 1.0)
+
+    def infer(self, frame_bgr: np.ndarray) -> np.ndarray:
+        """Alpha matte (float32, HxW, values in [0, 1]) of one BGR uint8 frame."""
+        return self.run(self.prepare(frame_bgr))

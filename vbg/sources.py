@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Protocol
 
@@ -33,6 +32,7 @@ class Source(Protocol):
     fps: float
     size: tuple[int, int]  # (width, height) of the frames it delivers
     live: bool  # frames come at their own pace; a slow pipeline must drop, not block
+    paced: bool  # the pipeline must release frames at ``fps`` (a file standing in for a camera)
     reconnectable: bool  # ``read() is None`` means lost, not ended
 
     def read(self) -> np.ndarray | None: ...
@@ -51,6 +51,7 @@ class CameraSource:
     """A webcam through OpenCV (V4L2 on Linux), by index or device path."""
 
     live = True
+    paced = False  # the camera itself delivers at its rate
     reconnectable = True
 
     def __init__(self, device: str, size: tuple[int, int], fps: float, fourcc: str) -> None:
@@ -117,10 +118,11 @@ class CameraSource:
 
 
 class _FileSource:
-    """Shared pacing and looping for sources that read from files.
+    """Shared looping for sources that read from files.
 
-    ``paced`` delivers frames at ``fps`` the way a camera would (for a live output);
-    unpaced sources deliver as fast as they are read and the pipeline drops nothing.
+    ``paced``: the frames stand in for a camera (a live output), so the pipeline
+    releases them at ``fps`` and may drop; unpaced, they are read as fast as the
+    pipeline takes them and nothing is dropped.
     """
 
     reconnectable = False
@@ -129,8 +131,7 @@ class _FileSource:
         self.name = name
         self.fps = fps
         self.loop = loop
-        self.live = paced
-        self._next_due: float | None = None
+        self.live = self.paced = paced
 
     def _next_frame(self) -> np.ndarray | None:
         raise NotImplementedError
@@ -142,17 +143,7 @@ class _FileSource:
         frame = self._next_frame()
         if frame is None and self.loop and self._rewind():
             frame = self._next_frame()
-        if frame is not None and self.live:
-            self._pace()
         return frame
-
-    def _pace(self) -> None:
-        now = time.perf_counter()
-        if self._next_due is None or now - self._next_due > 1.0:  # first frame, or far behind
-            self._next_due = now
-        elif self._next_due > now:
-            time.sleep(self._next_due - now)
-        self._next_due += 1.0 / self.fps
 
     def reopen(self) -> bool:
         return False
@@ -212,6 +203,36 @@ class ImagesSource(_FileSource):
     def _rewind(self) -> bool:
         self._position = 0
         return True
+
+
+class SyntheticSource(_FileSource):
+    """A generated clip: a bright disc sweeping over a colour gradient, ``frames`` long
+    (endless if None). For benchmarks without a camera or media, and for tests."""
+
+    def __init__(self, size: tuple[int, int] = (1280, 720), fps: float = 30.0, *, frames: int | None = None,
+                 paced: bool = True) -> None:
+        super().__init__(f"synthetic {size[0]}x{size[1]}", fps, False, paced)
+        self.size = size
+        self.frames = frames
+        self._index = 0
+        w, h = size
+        x = np.linspace(0, 255, w, dtype=np.float32)[None, :]
+        y = np.linspace(0, 255, h, dtype=np.float32)[:, None]
+        self._backdrop = np.dstack([np.broadcast_to(x, (h, w)), np.broadcast_to(y, (h, w)),
+                                    np.broadcast_to((x + y) / 2, (h, w))]).astype(np.uint8)
+
+    def _next_frame(self) -> np.ndarray | None:
+        if self.frames is not None and self._index >= self.frames:
+            return None
+        w, h = self.size
+        frame = self._backdrop.copy()
+        centre = (int(w / 2 + w / 3 * np.sin(self._index / 20)), h // 2)
+        cv2.circle(frame, centre, h // 4, (230, 220, 210), -1)
+        self._index += 1
+        return frame
+
+    def _rewind(self) -> bool:
+        return False
 
 
 def read_image(path: Path) -> np.ndarray:
