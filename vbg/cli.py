@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from vbg.config import DEVICES, MODES, Settings, load_settings
+from vbg.config import DEVICES, MODES, SETTINGS_FIELDS, Settings, load_settings
 from vbg.errors import VbgError
 
 EXIT_ERROR = 1
@@ -41,22 +41,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _run_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="vbg", description="Real-time virtual background: camera → portrait matting → virtual camera. "
-        "Other commands: `vbg models {list,pull,path}`, `vbg eval DIR`.",
-        epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", metavar="FILE", help="TOML settings file (see configs/); options given here win")
-
-    source = parser.add_argument_group("source")
-    source.add_argument("--camera", metavar="N|PATH", help="camera index or device path (default 0)")
-    source.add_argument("--camera-size", metavar="WxH", help="capture size to ask for (default 1280x720)")
-    source.add_argument("--camera-fps", type=float, metavar="FPS", help="capture rate to ask for (default 30)")
-    source.add_argument("--fourcc", metavar="CODE", help="camera pixel format to ask for (default MJPG)")
-    source.add_argument("--input", metavar="FILE|DIR", help="a video file, still image or folder of frames instead of a camera")
-    source.add_argument("--loop", action=argparse.BooleanOptionalAction, default=None, help="restart --input video at its end")
-    source.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None, help="flip the image left-right")
-
+def _add_look_options(parser: argparse.ArgumentParser) -> None:
+    """Options that decide what the output looks like: background and matting."""
     background = parser.add_argument_group("background (one of; default --blur)")
     choice = background.add_mutually_exclusive_group()
     choice.add_argument("--bg", metavar="FILE", help="background image (cover-fitted) or video (looped)")
@@ -64,12 +50,49 @@ def _run_parser() -> argparse.ArgumentParser:
                         help="blur the real background; strength 1-100 (default 15)")
     choice.add_argument("--color", metavar="#RRGGBB", help="a plain colour, e.g. '#00b140' for green screen")
     choice.add_argument("--mode", choices=MODES, help="passthrough sends the camera image unchanged")
+    background.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
+                            help="flip the image left-right")
 
     model = parser.add_argument_group("matting")
     model.add_argument("--model", metavar="NAME", help="model from `vbg models list` (default modnet)")
     model.add_argument("--matte-size", type=int, metavar="PX", help="short side of the matte; larger is sharper and slower")
     model.add_argument("--device", choices=DEVICES, help="where inference runs (default auto: GPU if there is one)")
     model.add_argument("--smoothing", type=float, metavar="0-1", help="temporal smoothing against flicker (default 0.5, 0 = off)")
+    parser.add_argument("--config", metavar="FILE", help="TOML settings file (see configs/); options given here win")
+
+
+def _add_verbosity(parser: argparse.ArgumentParser) -> None:
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="more detail")
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="errors and warnings only")
+
+
+def _settings_from(args: argparse.Namespace, **fixed) -> Settings:
+    """Settings from the config file (if any), then every option given on the command line."""
+    overrides = {key: value for key, value in vars(args).items() if key in SETTINGS_FIELDS}
+    if args.bg is not None:
+        overrides.update(mode="image", background=args.bg)
+    elif args.color is not None:
+        overrides.update(mode="color", color=args.color)
+    elif args.blur is not None:
+        overrides.update(mode="blur", blur=None if args.blur == -1.0 else args.blur)
+    overrides.update(fixed)
+    return load_settings(args.config, **overrides)
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="vbg", description="Real-time virtual background: camera → portrait matting → virtual camera. "
+        "Other commands: `vbg models {list,pull,path}`, `vbg eval DIR`, `vbg bench`.",
+        epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_argument_group("source")
+    source.add_argument("--camera", metavar="N|PATH", help="camera index or device path (default 0)")
+    source.add_argument("--camera-size", metavar="WxH", help="capture size to ask for (default 1280x720)")
+    source.add_argument("--camera-fps", type=float, metavar="FPS", help="capture rate to ask for (default 30)")
+    source.add_argument("--fourcc", metavar="CODE", help="camera pixel format to ask for (default MJPG)")
+    source.add_argument("--input", metavar="FILE|DIR", help="a video file, still image or folder of frames instead of a camera")
+    source.add_argument("--loop", action=argparse.BooleanOptionalAction, default=None, help="restart --input video at its end")
+    _add_look_options(parser)
 
     output = parser.add_argument_group("output")
     output.add_argument("--output", metavar="vcam|null|FILE", help="virtual camera (default), nothing, or a video file")
@@ -79,33 +102,57 @@ def _run_parser() -> argparse.ArgumentParser:
     output.add_argument("--size", metavar="WxH", help="output size (default: the source's)")
     output.add_argument("--frames", type=int, metavar="N", help="stop after N output frames")
     output.add_argument("--fps", type=float, help="output frame rate (default: the source's)")
-
-    verbosity = parser.add_mutually_exclusive_group()
-    verbosity.add_argument("-v", "--verbose", action="store_true", help="more detail")
-    verbosity.add_argument("-q", "--quiet", action="store_true", help="errors and warnings only")
+    _add_verbosity(parser)
     return parser
 
 
 def _run(argv: Sequence[str]) -> int:
     args = _run_parser().parse_args(argv)
     _configure_logging(args.verbose, args.quiet)
-    overrides = {key: getattr(args, key) for key in (
-        "camera", "camera_size", "camera_fps", "fourcc", "input", "loop", "mirror", "model", "matte_size",
-        "device", "smoothing", "output", "vcam_device", "vcam_backend", "preview", "size", "frames", "fps", "mode")}
-    if args.bg is not None:
-        overrides.update(mode="image", background=args.bg)
-    elif args.color is not None:
-        overrides.update(mode="color", color=args.color)
-    elif args.blur is not None:
-        overrides.update(mode="blur", blur=None if args.blur == -1.0 else args.blur)
-    settings = load_settings(args.config, **overrides)
+    settings = _settings_from(args)
 
     from vbg.pipeline import run  # onnxruntime and OpenCV load only when needed
 
     stats = run(settings)
     if not args.quiet:
-            print(f"vbg: {stats.frames_out} frames out in {stats.elapsed_s:.1f} s ({stats.output_fps:.1f} fps), "
+        print(f"vbg: {stats.frames_out} frames out in {stats.elapsed_s:.1f} s ({stats.output_fps:.1f} fps), "
               f"{stats.dropped} dropped, {stats.mattes} mattes; provider {stats.provider}", file=sys.stderr)
+    return 0
+
+
+def _bench(argv: Sequence[str]) -> int:
+    parser = _Parser(
+        prog="vbg bench", description="Measure the real pipeline (same stages and defaults as live mode) from a "
+        "file or a generated clip delivered at its frame rate, as a camera would, into nothing.",
+        epilog="example: vbg bench --input talk.mp4 --size 1280x720 --frames 600 --json")
+    parser.add_argument("--input", metavar="FILE", help="video file, looped as needed (default: a generated clip)")
+    parser.add_argument("--size", metavar="WxH", default="1280x720", help="frame size (default 1280x720)")
+    parser.add_argument("--fps", type=float, help="source rate (default: the file's, or 30)")
+    parser.add_argument("--frames", type=int, default=300, metavar="N", help="output frames to measure (default 300)")
+    parser.add_argument("--unpaced", action="store_true",
+                        help="read as fast as the pipeline takes frames: raw throughput, nothing dropped")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of the results")
+    _add_look_options(parser)
+    _add_verbosity(parser)
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose, args.quiet or args.json)
+    settings = _settings_from(args, output="null")
+
+    from vbg.bench import bench, report
+
+    stats = bench(settings, paced=not args.unpaced)
+    result = report(stats)
+    print(f"{stats.source} -> {result['size']}, {'paced' if result['paced'] else 'unpaced'}, "
+          f"provider {stats.provider}")
+    print(f"output {result['fps']:.1f} fps, matte {result['matte_fps']:.1f} updates/s, "
+          f"latency p50 {result['latency_p50_ms']:.0f} ms p95 {result['latency_p95_ms']:.0f} ms, "
+          f"CPU {result['cpu_percent']:.0f}% (100 = one core), dropped {result['dropped']}, "
+          f"RSS {result['rss_mb_start']:.0f} -> {result['rss_mb_end']:.0f} MB")
+    print(f"{'stage':<12} {'mean ms':>8} {'p95 ms':>8} {'count':>7}")
+    for stage, timing in result["stages"].items():
+        print(f"{stage:<12} {timing['mean_ms']:>8.2f} {timing['p95_ms']:>8.2f} {timing['count']:>7}")
+    if args.json:
+        print(json.dumps(result))
     return 0
 
 
@@ -183,7 +230,7 @@ def _eval(argv: Sequence[str]) -> int:
     return 0
 
 
-SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"models": _models, "eval": _eval}
+SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"models": _models, "eval": _eval, "bench": _bench}
 
 
 def _configure_logging(verbose: bool, quiet: bool) -> None:

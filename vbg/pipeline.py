@@ -315,10 +315,11 @@ class Pipeline:
                 log.exception("closing %s failed", getattr(resource, "name", resource))
 
 
-def build(settings: Settings) -> Pipeline:
+def build(settings: Settings, source: Source | None = None) -> Pipeline:
     """Open the model, source, background and sinks that ``settings`` ask for.
 
-    Every :class:`VbgError` a person can fix surfaces here, before any thread starts;
+    ``source`` replaces the one ``settings`` name (benchmarks, tests). Every
+    :class:`VbgError` a person can fix surfaces here, before any thread starts;
     whatever was opened before the failure is released again.
     """
     with contextlib.ExitStack() as opened:
@@ -326,8 +327,8 @@ def build(settings: Settings) -> Pipeline:
         if settings.mode != "passthrough":
             spec = get_spec(settings.model)
             session_args = (spec, ensure_model(spec))
-        live_output = settings.output == "vcam" or settings.preview
-        source = open_source(settings, paced=live_output)
+        if source is None:
+            source = open_source(settings, paced=settings.output == "vcam" or settings.preview)
         opened.callback(source.close)
         size = parse_size(settings.size, "--size") if settings.size else source.size
         fps = settings.fps or source.fps
@@ -367,12 +368,13 @@ def _stop_on_signals(stop: Callable[[], None]):
             signal.signal(sig, old)
 
 
-def run(settings: Settings) -> RunStats:
+def run(settings: Settings, source: Source | None = None) -> RunStats:
     """Run vbg with ``settings`` until the source ends, ``settings.frames`` are out, or Ctrl-C.
 
+    ``source``, if given, replaces the camera or file that ``settings`` name.
     Raises :class:`~vbg.errors.VbgError` for anything the user can fix.
     """
-    pipeline = build(settings)
+    pipeline = build(settings, source)
     try:
         with _stop_on_signals(pipeline.abort):
             return pipeline.run()

@@ -1,0 +1,84 @@
+"""`vbg bench` accounting on a generated clip (not its speed)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from vbg import Settings
+from vbg.backgrounds import color_background
+from vbg.cli import main
+from vbg.pipeline import Pipeline
+from vbg.registry import get_spec
+from vbg.session import MattingSession
+from vbg.sources import SyntheticSource
+
+pytestmark = pytest.mark.usefixtures("modnet_path")
+STAGES = {"capture", "preprocess", "inference", "smoothing", "refinement", "composite", "output"}
+
+
+def bench_json(capsys, *argv: str) -> dict:
+    assert main(["bench", "--size", "320x180", *argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_paced_bench_reports_every_key_and_consistent_counts(capsys):
+    result = bench_json(capsys, "--frames", "24")
+    for key in ("fps", "matte_fps", "latency_p50_ms", "latency_p95_ms", "cpu_percent", "dropped", "stages"):
+        assert key in result
+    assert result["frames"] == 24 and result["paced"] is True and result["size"] == "320x180"
+    assert set(result["stages"]) == STAGES
+    stages = result["stages"]
+    assert stages["capture"]["count"] == result["frames_captured"] >= 24
+    assert stages["composite"]["count"] >= 24 and stages["output"]["count"] >= 24
+    assert stages["inference"]["count"] == result["mattes"] <= result["frames_captured"]
+    assert result["dropped"] <= result["frames_captured"] - result["frames"]
+    assert 0 < result["latency_p50_ms"] <= result["latency_p95_ms"]
+    assert result["fps"] <= 31  # paced at 30 fps: never faster than the source
+
+
+def test_unpaced_bench_mattes_every_frame_and_drops_none(capsys):
+    result = bench_json(capsys, "--frames", "12", "--unpaced", "--color", "#000000")
+    assert result["paced"] is False and result["dropped"] == 0
+    assert result["frames"] == result["mattes"] == result["stages"]["inference"]["count"] == 12
+
+
+def test_passthrough_bench_runs_no_inference(capsys):
+    result = bench_json(capsys, "--frames", "10", "--mode", "passthrough")
+    assert result["mattes"] == 0 and "inference" not in result["stages"]
+
+
+class SlowSink:
+    """A consumer that takes 40 ms a frame: a live run must drop, not stall capture."""
+
+    live = True
+    name = "slow sink"
+
+    def __init__(self) -> None:
+        self.frames = 0
+
+    def write(self, frame) -> bool:
+        time.sleep(0.04)
+        self.frames += 1
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_slow_consumer_makes_live_runs_drop_oldest_frames_and_count_them(modnet_path):
+    size = (320, 180)
+    source = SyntheticSource(size, fps=100, paced=True)
+    sink = SlowSink()
+    session = MattingSession(get_spec("modnet"), modnet_path, device="cpu")
+    pipeline = Pipeline(Settings(frames=20), source, [sink], color_background("#000000", size), session, size)
+    stats = pipeline.run()
+    pipeline.close()
+    assert sink.frames == stats.frames_out == 20
+    assert stats.dropped > 0
+    # Every captured frame was either written, dropped and counted, or still in a buffer at the end.
+    in_flight = stats.frames_captured - stats.frames_out - stats.dropped
+    assert 0 <= in_flight <= 4
+    assert stats.output_fps < 30 and stats.frames_captured / stats.elapsed_s > 60  # capture kept its pace
