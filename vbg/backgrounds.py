@@ -15,7 +15,7 @@ import numpy as np
 
 from vbg.config import Settings, parse_color
 from vbg.errors import VbgError
-from vbg.imaging import cover_fit
+from vbg.imaging import cover_fit, shrink
 from vbg.sources import VideoFileSource, is_image_file, read_image
 
 
@@ -82,13 +82,12 @@ class BlurBackground:
     def __init__(self, strength: float) -> None:
         self.name = f"blur {strength:g}"
         self._sigma = float(strength)
-        self._shrink = max(1, int(self._sigma // 4))  # sigma on the small image stays near 4
+        self._shrink = max(1, int(self._sigma // 3))  # sigma on the small image stays near 3
 
     def render(self, frame: np.ndarray) -> np.ndarray:
         h, w = frame.shape[:2]
-        small = cv2.resize(frame, (max(1, w // self._shrink), max(1, h // self._shrink)),
-                           interpolation=cv2.INTER_AREA)
-        small = cv2.GaussianBlur(small, (0, 0), self._sigma / self._shrink)
+        small = shrink(frame, (max(1, w // self._shrink), max(1, h // self._shrink)))
+        small = cv2.GaussianBlur(small, (0, 0), self._sigma * small.shape[1] / w)
         return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
     def close(self) -> None:

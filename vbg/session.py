@@ -16,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from vbg.errors import VbgError
+from vbg.imaging import shrink
 from vbg.registry import ModelSpec, cache_dir
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,8 @@ class MattingSession:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.log_severity_level = 3
+        # Idle inference threads spinning for work steal CPU from capture and compositing.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(
                 str(path), options,
@@ -118,8 +121,7 @@ class MattingSession:
 
     def _tensor(self, frame_bgr: np.ndarray) -> np.ndarray:
         h, w = self.input_shape(frame_bgr.shape[:2])
-        image = frame_bgr if (h, w) == frame_bgr.shape[:2] else cv2.resize(
-            frame_bgr, (w, h), interpolation=cv2.INTER_AREA)
+        image = frame_bgr if (h, w) == frame_bgr.shape[:2] else shrink(frame_bgr, (w, h))
         if self.spec.channels == "rgb":
             image = image[:, :, ::-1]
         chw = image.transpose(2, 0, 1).astype(np.float32)
