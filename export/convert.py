@@ -22,7 +22,8 @@ from vbg.errors import VbgError
 from vbg.export.modnet import MODNet
 from vbg.export.weights import load_checkpoint, load_onnx_weights
 from vbg.quantize import OPSET
-from vbg.registry import ModelSpec, sha256_of, cache_dir, fetch_member, get_spec, register_local, table_of
+from vbg.registry import (ModelSpec, cache_dir, fetch_member, get_spec, quantize_shape, register_local,
+                          sha256_of, table_of)
 from vbg.sources import IMAGE_SUFFIXES, read_image
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,8 @@ def export_model(*, ckpt: Path | None = None, from_onnx: Path | None = None, var
         if variant == "fp16":
             quantize.convert_fp16(fp32, out)
         elif variant == "int8":
-            tensors = quantize.calibration_tensors(calibration_frames(calibration), check_shape)
+            shape = fixed or quantize_shape(get_spec("modnet-int8"))  # the size it will run at
+            tensors = quantize.calibration_tensors(calibration_frames(calibration), shape)
             quantize.quantize_int8(fp32, out, tensors)
     base = table_of(get_spec("modnet"))
     table = {key: value for key, value in base.items() if key not in ("source", "sha256", "size")}

@@ -13,6 +13,7 @@ import pytest
 import pyvirtualcam
 from skimage import data as skdata
 
+from vbg import Settings
 from vbg.registry import ensure_model, get_spec
 
 FRAME_SIZE = (640, 360)  # width, height of the generated person clip
@@ -62,6 +63,12 @@ def recording_vcam(monkeypatch):
 def modnet_path() -> Path:
     """The real MODNet weights, pulled once into the user's cache and verified."""
     return ensure_model(get_spec("modnet"))
+
+
+@pytest.fixture(scope="session")
+def default_model_path() -> Path:
+    """The default model's weights (int8, made from MODNet on first use)."""
+    return ensure_model(get_spec(Settings().model))
 
 
 def person_frame(index: int = 0) -> np.ndarray:
@@ -122,8 +129,8 @@ def background_image(tmp_path_factory) -> Path:
 
 def reference_matte(model_path: Path, frame: np.ndarray, short_side: int | None = None) -> np.ndarray:
     """MODNet's alpha for ``frame`` computed straight with onnxruntime, independently of
-    vbg's session and pipeline code, at the default matte size; returned at the frame's size."""
-    short_side = short_side or get_spec("modnet").default_matte_size
+    vbg's session and pipeline code, at the default model's matte size; returned at the frame's size."""
+    short_side = short_side or get_spec(Settings().model).default_matte_size
     h, w = frame.shape[:2]
     mh, mw = (max(32, round(x * short_side / min(h, w) / 32) * 32) for x in (h, w))
     rgb = cv2.resize(frame, (mw, mh), interpolation=cv2.INTER_AREA)[:, :, ::-1].astype(np.float32)

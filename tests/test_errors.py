@@ -57,7 +57,7 @@ def test_corrupt_model(capsys, monkeypatch, tmp_path, person_video):
     monkeypatch.setenv("VBG_CACHE_DIR", str(tmp_path))
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "modnet.onnx").write_bytes(b"\0" * 1000)
-    line = one_line_error(capsys, ["--input", str(person_video), "--output", "null"])
+    line = one_line_error(capsys, ["--input", str(person_video), "--model", "modnet", "--output", "null"])
     assert "truncated or corrupt" in line and "vbg models pull --force modnet" in line
 
 

@@ -13,7 +13,7 @@ from vbg.cli import main
 
 
 @pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory, modnet_path):
+def clip_dir(tmp_path_factory, default_model_path):
     """Two 4-frame clips whose ground truth is MODNet's own matte (so a raw run scores ~0),
     the second with the truth inverted (so it scores badly)."""
     root = tmp_path_factory.mktemp("clips")
@@ -22,7 +22,7 @@ def clip_dir(tmp_path_factory, modnet_path):
         (root / clip / "pha").mkdir()
         for i in range(4):
             frame = person_frame(i)
-            truth = reference_matte(modnet_path, frame)
+            truth = reference_matte(default_model_path, frame)
             truth = 1 - truth if invert else truth
             cv2.imwrite(str(root / clip / "com" / f"{i:04d}.png"), frame)
             cv2.imwrite(str(root / clip / "pha" / f"{i:04d}.png"), np.round(truth * 255).astype(np.uint8))

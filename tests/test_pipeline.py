@@ -12,7 +12,7 @@ from vbg.cli import main
 from vbg.imaging import cover_fit
 from vbg.config import parse_color
 
-pytestmark = pytest.mark.usefixtures("modnet_path")
+pytestmark = pytest.mark.usefixtures("default_model_path")
 
 
 def agreement(output: np.ndarray, expected: np.ndarray, mask: np.ndarray, tolerance: int = 24) -> float:
@@ -38,7 +38,7 @@ def source_index(output: np.ndarray, inputs: list[np.ndarray], face=(slice(50, 1
 
 
 def test_file_to_file_at_720p_person_from_input_rest_from_background(
-        tmp_path, person_video, background_image, modnet_path):
+        tmp_path, person_video, background_image, default_model_path):
     out = tmp_path / "out.mp4"
     assert main(["--input", str(person_video), "--bg", str(background_image), "--output", str(out),
                  "--size", "1280x720", "--frames", "90", "--loop", "-q"]) == 0
@@ -49,7 +49,7 @@ def test_file_to_file_at_720p_person_from_input_rest_from_background(
     inputs = read_video(person_video)
     for index in (0, 30, 89):  # the 24-frame clip loops
         source = cover_fit(inputs[index % CLIP_FRAMES], (1280, 720))
-        assert_person_over(frames[index], source, background, reference_matte(modnet_path, source))
+        assert_person_over(frames[index], source, background, reference_matte(default_model_path, source))
 
 
 def test_file_to_file_loses_no_frame_and_keeps_order(tmp_path, person_video):
@@ -61,26 +61,26 @@ def test_file_to_file_loses_no_frame_and_keeps_order(tmp_path, person_video):
     assert [source_index(frame, inputs) for frame in frames] == list(range(CLIP_FRAMES))
 
 
-def test_blur_keeps_the_person_sharp_and_blurs_the_rest(tmp_path, person_video, modnet_path):
+def test_blur_keeps_the_person_sharp_and_blurs_the_rest(tmp_path, person_video, default_model_path):
     out = tmp_path / "blur.mp4"
     assert main(["--input", str(person_video), "--blur", "--output", str(out), "--frames", "30", "--loop", "-q"]) == 0
     frames = read_video(out)
     assert len(frames) == 30
     frame = read_video(person_video)[4]
-    person, behind = confident_regions(reference_matte(modnet_path, frame))
+    person, behind = confident_regions(reference_matte(default_model_path, frame))
     import cv2
     sharpness = lambda image, mask: np.abs(cv2.Laplacian(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.CV_32F))[mask].mean()  # noqa: E731
     assert agreement(frames[4], frame, person) > 0.9
     assert sharpness(frames[4], behind) < 0.5 * sharpness(frame, behind)
 
 
-def test_colour_background_and_passthrough(tmp_path, person_video, modnet_path):
+def test_colour_background_and_passthrough(tmp_path, person_video, default_model_path):
     green = tmp_path / "green.avi"
     assert main(["--input", str(person_video), "--color", "#00b140", "--output", str(green), "--frames", "3", "-q"]) == 0
     frame = read_video(person_video)[2]
     plain = np.empty_like(frame)
     plain[:] = parse_color("#00b140")
-    assert_person_over(read_video(green)[2], frame, plain, reference_matte(modnet_path, frame))
+    assert_person_over(read_video(green)[2], frame, plain, reference_matte(default_model_path, frame))
 
     same = tmp_path / "same.avi"
     settings = Settings(input=str(person_video), mode="passthrough", output=str(same), frames=3, mirror=True)
@@ -89,7 +89,7 @@ def test_colour_background_and_passthrough(tmp_path, person_video, modnet_path):
     assert np.abs(read_video(same)[2].astype(int) - frame[:, ::-1]).mean() < 3  # mirrored, unchanged
 
 
-def test_video_background_advances_and_loops(tmp_path, person_video, modnet_path):
+def test_video_background_advances_and_loops(tmp_path, person_video, default_model_path):
     levels = [20, 80, 140, 200]
     clip = write_video(tmp_path / "bg.avi", [np.full((360, 640, 3), v, np.uint8) for v in levels])
     out = tmp_path / "out.avi"
@@ -108,7 +108,7 @@ def test_still_image_input_into_a_file(tmp_path, background_image):
     assert len(read_video(out)) == 1  # one still image, no --loop: one frame
 
 
-def test_into_a_real_pyvirtualcam_camera(recording_vcam, person_video, background_image, modnet_path):
+def test_into_a_real_pyvirtualcam_camera(recording_vcam, person_video, background_image, default_model_path):
     settings = Settings(input=str(person_video), mode="image", background=str(background_image),
                         size="960x540", frames=12)
     stats = run(settings)
@@ -124,6 +124,6 @@ def test_into_a_real_pyvirtualcam_camera(recording_vcam, person_video, backgroun
     # A live run composites each frame with the newest matte, which may come from a few frames
     # earlier: count as person what every recent frame's reference matte calls person, and as
     # background what none of them does.
-    mattes = np.stack([reference_matte(modnet_path, frame) for frame in inputs[max(0, shown - 5):shown + 1]])
+    mattes = np.stack([reference_matte(default_model_path, frame) for frame in inputs[max(0, shown - 5):shown + 1]])
     alpha = np.where(mattes.min(axis=0) > 0.95, mattes.min(axis=0), mattes.max(axis=0))
     assert_person_over(last, inputs[shown], cover_fit(pattern_background(), (960, 540)), alpha)

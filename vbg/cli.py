@@ -55,7 +55,7 @@ def _add_look_options(parser: argparse.ArgumentParser) -> None:
                             help="flip the image left-right")
 
     model = parser.add_argument_group("matting")
-    model.add_argument("--model", metavar="NAME", help="model from `vbg models list` (default modnet)")
+    model.add_argument("--model", metavar="NAME", help=f"model from `vbg models list` (default {Settings.model})")
     model.add_argument("--matte-size", type=int, metavar="PX", help="short side of the matte; larger is sharper and slower")
     model.add_argument("--device", choices=DEVICES, help="where inference runs (default auto: GPU if there is one)")
     model.add_argument("--smoothing", type=float, metavar="0-1", help="temporal smoothing against flicker (default 0.5, 0 = off)")
@@ -228,7 +228,7 @@ def _eval(argv: Sequence[str]) -> int:
         epilog="MAD and MSE are x1e3, Grad and Conn /1e3, dtSSD x1e2 (lower is better); ms/frame is the "
         "matte path's own time.")
     parser.add_argument("dir", metavar="DIR", help="a clip folder, or a folder of clip folders")
-    parser.add_argument("--model", default="modnet", help="model from `vbg models list` (default modnet)")
+    parser.add_argument("--model", default=Settings.model, help=f"model from `vbg models list` (default {Settings.model})")
     parser.add_argument("--matte-size", type=int, metavar="PX", help="short side of the matte (default: the model's)")
     parser.add_argument("--smoothing", type=float, default=Settings.smoothing, metavar="0-1",
                         help=f"temporal smoothing (default {Settings.smoothing}); 0 measures the raw model")
