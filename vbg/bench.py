@@ -40,6 +40,7 @@ def report(stats: RunStats) -> dict[str, Any]:
         "mattes": stats.mattes,
         "elapsed_s": stats.elapsed_s,
         "rss_mb_start": stats.rss_mb_start,
+        "rss_mb_warm": stats.rss_mb_warm,
         "rss_mb_end": stats.rss_mb_end,
         "paced": stats.live,
         "size": f"{stats.size[0]}x{stats.size[1]}",

@@ -148,7 +148,8 @@ def _bench(argv: Sequence[str]) -> int:
     print(f"output {result['fps']:.1f} fps, matte {result['matte_fps']:.1f} updates/s, "
           f"latency p50 {result['latency_p50_ms']:.0f} ms p95 {result['latency_p95_ms']:.0f} ms, "
           f"CPU {result['cpu_percent']:.0f}% (100 = one core), dropped {result['dropped']}, "
-          f"RSS {result['rss_mb_start']:.0f} -> {result['rss_mb_end']:.0f} MB")
+          f"RSS {result['rss_mb_start']:.0f} MB at start, {result['rss_mb_warm']:.0f} MB warm, "
+          f"{result['rss_mb_end']:.0f} MB at the end")
     print(f"{'stage':<12} {'mean ms':>8} {'p95 ms':>8} {'count':>7}")
     for stage, timing in result["stages"].items():
         print(f"{stage:<12} {timing['mean_ms']:>8.2f} {timing['p95_ms']:>8.2f} {timing['count']:>7}")

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 RECONNECT_INTERVAL_S = 1.0
 REPEAT_AFTER_S = 0.25  # live output with no new frame for this long repeats the last one
+WARM_FRAMES = 150  # memory is compared from this frame on: allocations before it are warm-up
 
 
 @dataclass
@@ -78,6 +79,7 @@ class RunStats:
     elapsed_s: float = 0.0
     cpu_s: float = 0.0  # process CPU time (all threads) over the run
     rss_mb_start: float = 0.0
+    rss_mb_warm: float = 0.0  # after WARM_FRAMES output frames: buffers and arenas allocated
     rss_mb_end: float = 0.0
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=10_000))
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -226,6 +228,8 @@ class Pipeline:
             if not self._write(packet.image):
                 return
             self.stats.frames_out += 1
+            if self.stats.frames_out == WARM_FRAMES:
+                self.stats.rss_mb_warm = rss_mb()
             self.stats.latencies_ms.append((time.perf_counter() - packet.captured_at) * 1e3)
 
     def _write(self, image: np.ndarray) -> bool:
