@@ -107,6 +107,22 @@ class Passthrough:
         pass
 
 
+VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi"}
+
+
+def background_choices(settings: Settings) -> list[str]:
+    """Background files to pick from: those in the ``backgrounds`` folder, and the current one."""
+    choices = []
+    if settings.backgrounds:
+        folder = Path(settings.backgrounds).expanduser()
+        if folder.is_dir():
+            choices = [str(p) for p in sorted(folder.iterdir())
+                       if p.is_file() and (is_image_file(p) or p.suffix.lower() in VIDEO_SUFFIXES)]
+    if settings.background and settings.background not in choices:
+        choices.insert(0, settings.background)
+    return choices
+
+
 def open_background(settings: Settings, size: tuple[int, int]) -> Background:
     """The background chosen by ``settings.mode`` for output frames of ``size`` (width, height)."""
     if settings.mode == "passthrough":

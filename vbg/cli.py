@@ -27,6 +27,9 @@ examples:
   vbg --color '#00b140'                    a green screen, e.g. for OBS chroma key
   vbg --input talk.mp4 --bg beach.jpg --output out.mp4   no camera: a video file in, a file out
   vbg --config configs/meeting.toml --mirror            a config file, one option changed
+                                           (edits to the file apply while vbg runs)
+  vbg --serve --backgrounds ~/Pictures/bg  a control page at http://127.0.0.1:8765/ and an OBS
+                                           browser source with real alpha at /obs
   vbg models list                          the models vbg can run
 
 The virtual camera needs v4l2loopback on Linux:
@@ -68,8 +71,8 @@ def _add_verbosity(parser: argparse.ArgumentParser) -> None:
     verbosity.add_argument("-q", "--quiet", action="store_true", help="errors and warnings only")
 
 
-def _settings_from(args: argparse.Namespace, **fixed) -> Settings:
-    """Settings from the config file (if any), then every option given on the command line."""
+def _overrides(args: argparse.Namespace) -> dict:
+    """The settings given on the command line (None: not given)."""
     overrides = {key: value for key, value in vars(args).items() if key in SETTINGS_FIELDS}
     if args.bg is not None:
         overrides.update(mode="image", background=args.bg)
@@ -77,8 +80,12 @@ def _settings_from(args: argparse.Namespace, **fixed) -> Settings:
         overrides.update(mode="color", color=args.color)
     elif args.blur is not None:
         overrides.update(mode="blur", blur=None if args.blur == -1.0 else args.blur)
-    overrides.update(fixed)
-    return load_settings(args.config, **overrides)
+    return overrides
+
+
+def _settings_from(args: argparse.Namespace, **fixed) -> Settings:
+    """Settings from the config file (if any), then every option given on the command line."""
+    return load_settings(args.config, **{**_overrides(args), **fixed})
 
 
 def _run_parser() -> argparse.ArgumentParser:
@@ -103,6 +110,14 @@ def _run_parser() -> argparse.ArgumentParser:
     output.add_argument("--size", metavar="WxH", help="output size (default: the source's)")
     output.add_argument("--frames", type=int, metavar="N", help="stop after N output frames")
     output.add_argument("--fps", type=float, help="output frame rate (default: the source's)")
+
+    serve = parser.add_argument_group("control panel and OBS (vbg --serve, then open the printed address)")
+    serve.add_argument("--serve", action=argparse.BooleanOptionalAction, default=None,
+                       help="serve a control page (/) and an OBS browser source with real alpha (/obs)")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1; any other needs the token)")
+    serve.add_argument("--port", type=int, help="port (default 8765)")
+    serve.add_argument("--token", help="access token (made up and printed when --host is not loopback)")
+    serve.add_argument("--backgrounds", metavar="DIR", help="folder of backgrounds to choose from while running")
     _add_verbosity(parser)
     return parser
 
@@ -114,7 +129,8 @@ def _run(argv: Sequence[str]) -> int:
 
     from vbg.pipeline import run  # onnxruntime and OpenCV load only when needed
 
-    stats = run(settings)
+    pinned = frozenset(key for key, value in _overrides(args).items() if value is not None)
+    stats = run(settings, config=Path(args.config) if args.config else None, pinned=pinned)
     if not args.quiet:
         print(f"vbg: {stats.frames_out} frames out in {stats.elapsed_s:.1f} s ({stats.output_fps:.1f} fps), "
               f"{stats.dropped} dropped, {stats.mattes} mattes; provider {stats.provider}", file=sys.stderr)

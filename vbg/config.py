@@ -100,6 +100,7 @@ class Settings:
     mirror: bool = _setting(False, _boolean, "flip the camera image left-right")
     mode: str = _setting("blur", _choice(*MODES), "what goes behind the person")
     background: str | None = _setting(None, _string, "background image or video (mode 'image')")
+    backgrounds: str | None = _setting(None, _string, "folder of backgrounds to choose from while running")
     blur: float = _setting(15.0, _number(1, 100), "background blur strength (mode 'blur')")
     color: str = _setting("#00b140", _colour, "background colour (mode 'color')")
     model: str = _setting("modnet-int8", _string, "matting model from `vbg models list`")
@@ -113,6 +114,10 @@ class Settings:
     size: str | None = _setting(None, _size, "output size WIDTHxHEIGHT (default: the source's)")
     frames: int | None = _setting(None, _number(1, integer=True), "stop after this many output frames")
     fps: float | None = _setting(None, _number(1, 240), "output rate (default: the source's)")
+    serve: bool = _setting(False, _boolean, "serve the control panel and the OBS browser source")
+    host: str = _setting("127.0.0.1", _string, "address the server binds; not loopback needs a token")
+    port: int = _setting(8765, _number(1, 65535, integer=True), "port of the server")
+    token: str | None = _setting(None, _string, "access token for the server (made up if --host needs one)")
 
     def replace(self, **changes: Any) -> "Settings":
         """A copy with ``changes`` applied, each validated like a config key."""
@@ -153,8 +158,9 @@ def read_config(path: str | Path) -> dict[str, Any]:
             check_setting(key, value)
         except VbgError as exc:
             raise VbgError(f"{path}: {exc}") from None
-    if data.get("background"):  # relative to the config file, not to where vbg was started
-        data["background"] = str(path.parent / Path(data["background"]).expanduser())
+    for key in ("background", "backgrounds"):  # relative to the config file, not to where vbg was started
+        if data.get(key):
+            data[key] = str(path.parent / Path(data[key]).expanduser())
     return data
 
 

@@ -27,24 +27,31 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
-from vbg.backgrounds import Background, open_background
+from vbg.backgrounds import Background, background_choices, open_background
 from vbg.config import Settings, parse_size
+from vbg.errors import VbgError
 from vbg.imaging import composite, cover_fit
 from vbg.registry import ensure_model, get_spec
 from vbg.matting import Matter
 from vbg.ringbuffer import Closed, Latest, RingBuffer
 from vbg.session import MattingSession
-from vbg.sinks import PreviewSink, Sink, open_output
+from vbg.reload import ConfigWatcher
+from vbg.server import ControlServer
+from vbg.sinks import NullSink, PreviewSink, Sink, VirtualCameraSink, open_output
 from vbg.sources import CameraSource, Source, open_input
 from vbg.timing import Pacer, StageClock
 
 log = logging.getLogger(__name__)
 
 RECONNECT_INTERVAL_S = 1.0
+IDLE_POLL_S = 0.2
+LIVE_SETTINGS = frozenset({"mode", "background", "blur", "color", "mirror", "smoothing"})
 REPEAT_AFTER_S = 0.25  # live output with no new frame for this long repeats the last one
 WARM_FRAMES = 150  # memory is compared from this frame on: allocations before it are warm-up
 
@@ -82,7 +89,16 @@ class RunStats:
     rss_mb_warm: float = 0.0  # after WARM_FRAMES output frames: buffers and arenas allocated
     rss_mb_end: float = 0.0
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=10_000))
+    output_times: deque = field(default_factory=lambda: deque(maxlen=31))
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def current_fps(self) -> float:
+        """Output rate over the last 30 frames (0 when fewer, or stalled for a second)."""
+        times = list(self.output_times)
+        if len(times) < 2 or time.perf_counter() - times[-1] > 1.0:
+            return 0.0
+        return (len(times) - 1) / (times[-1] - times[0])
 
     @property
     def output_fps(self) -> float:
@@ -127,6 +143,14 @@ class Pipeline:
         self.sinks = sinks
         self.background = background
         self.session = session
+        self.taps: list[Callable[[Packet], None]] = []  # see every output packet; must not block
+        self.idle: Callable[[], bool] | None = None  # True while nobody watches: capture and inference pause
+        self._change_lock = threading.Lock()
+        self._retired: list[Background] = []  # replaced backgrounds, closed at the end (a stage may hold one)
+        self._mode_before_passthrough = "blur" if settings.mode == "passthrough" else settings.mode
+        for sink in sinks:
+            if hasattr(sink, "on_key"):
+                sink.on_key = self._on_key
         self.size = size
         self.live = source.live
         self.stats = RunStats(source=source.name, outputs=[s.name for s in sinks], size=size,
@@ -152,13 +176,18 @@ class Pipeline:
         return cv2.flip(frame, 1) if self.settings.mirror else frame
 
     def _capture(self) -> None:
-        needs_matte = self.background.needs_matte
         # The compositor reads the capture directly unless it must wait for each frame's matte.
-        to_composite = self._frames if (self.live or not needs_matte) else None
+        to_composite = self._frames if (self.live or not self.background.needs_matte) else None
         limit = self.settings.frames if not self.live else None
         pacer = Pacer(self.source.fps) if self.source.paced else None
-        index, lost = 0, False
+        index, lost, paused = 0, False, False
         while not self._stop.is_set() and (limit is None or index < limit):
+            if self.idle is not None and self.idle() != paused:
+                paused = not paused
+                log.info("%s", "nobody is watching: capture and inference pause" if paused else "a viewer is back: resuming")
+            if paused:
+                self._stop.wait(IDLE_POLL_S)
+                continue
             if pacer:
                 pacer.wait()
             started = time.perf_counter()
@@ -181,7 +210,7 @@ class Pipeline:
             self.clock.record("capture", time.perf_counter() - started)
             index += 1
             self.stats.frames_captured = index
-            if needs_matte and not self._to_infer.put(packet):
+            if self.background.needs_matte and not self._to_infer.put(packet):
                 break
             if to_composite is not None and not to_composite.put(packet):
                 break
@@ -227,7 +256,10 @@ class Pipeline:
             last = packet.image
             if not self._write(packet.image):
                 return
+            for tap in self.taps:
+                tap(packet)
             self.stats.frames_out += 1
+            self.stats.output_times.append(time.perf_counter())
             if self.stats.frames_out == WARM_FRAMES:
                 self.stats.rss_mb_warm = rss_mb()
             self.stats.latencies_ms.append((time.perf_counter() - packet.captured_at) * 1e3)
@@ -235,6 +267,63 @@ class Pipeline:
     def _write(self, image: np.ndarray) -> bool:
         with self.clock.time("output"):
             return all([sink.write(image) for sink in self.sinks])
+
+    # -- changes while running -------------------------------------------------------------
+
+    def apply(self, **changes: Any) -> Settings:
+        """Change how the output looks while running (web panel, config reload, preview keys).
+
+        Only the settings in :data:`LIVE_SETTINGS` can change; values are validated like
+        config keys and a bad one raises :class:`VbgError` with nothing changed.
+        """
+        fixed = sorted(set(changes) - LIVE_SETTINGS)
+        if fixed:
+            raise VbgError(f"setting '{fixed[0]}' cannot change while vbg runs; restart with the new value "
+                           f"(live: {', '.join(sorted(LIVE_SETTINGS))})")
+        with self._change_lock:
+            new = self.settings.replace(**changes)
+            if new.mode == "image" and not new.background:
+                raise VbgError("mode 'image' needs a background: choose one first")
+            look = ("mode", "background", "blur", "color")
+            background = self.background
+            if any(getattr(new, key) != getattr(self.settings, key) for key in look):
+                background = open_background(new, self.size)
+                if background.needs_matte and self._matter is None:
+                    background.close()
+                    raise VbgError("this run started in passthrough without a model; restart with a background")
+                if background.needs_matte != self.background.needs_matte and not self.live:
+                    background.close()
+                    raise VbgError("a file-to-file run cannot switch between passthrough and matting")
+            if self._matter is not None:
+                self._matter.smoother.strength = new.smoothing
+            if background is not self.background:
+                self._retired.append(self.background)
+                self.background = background
+            self.settings = new
+        log.info("now: %s%s", background.name, ", mirrored" if new.mirror else "")
+        return new
+
+    def _on_key(self, key: str) -> None:
+        """Preview window keys: b blur, n next background, m mirror, space passthrough on/off."""
+        current = self.settings
+        try:
+            if key == "b":
+                self.apply(mode="blur")
+            elif key == "m":
+                self.apply(mirror=not current.mirror)
+            elif key == " ":
+                if current.mode == "passthrough":
+                    self.apply(mode=self._mode_before_passthrough)
+                else:
+                    self._mode_before_passthrough = current.mode
+                    self.apply(mode="passthrough")
+            elif key == "n":
+                choices = background_choices(current)
+                if choices:
+                    position = choices.index(current.background) + 1 if current.background in choices else 0
+                    self.apply(mode="image", background=choices[position % len(choices)])
+        except VbgError as exc:
+            log.warning("%s", exc)
 
     # -- threads ----------------------------------------------------------------------------
 
@@ -281,7 +370,7 @@ class Pipeline:
         """Run until the source ends, ``settings.frames`` are out, or :meth:`abort`."""
         workers: list[tuple[str, Callable[[], None], RingBuffer | None]] = [
             ("capture", self._capture_then_close, None)]
-        if self.background.needs_matte:
+        if self._matter is not None:
             # Live: the smoothed matte is published to the compositor, not queued per frame.
             smoothed = None if self.live else self._smoothed
             workers += [("infer", self._stage(self._infer, self._to_infer, self._inferred), self._inferred),
@@ -312,7 +401,7 @@ class Pipeline:
 
     def close(self) -> None:
         """Release the camera, the sinks and the background (each exactly once)."""
-        for resource in (self.source, *self.sinks, self.background):
+        for resource in (self.source, *self.sinks, self.background, *self._retired):
             try:
                 resource.close()
             except Exception:  # noqa: BLE001 - one failing release must not keep the others open
@@ -327,13 +416,13 @@ def build(settings: Settings, source: Source | None = None) -> Pipeline:
     whatever was opened before the failure is released again.
     """
     with contextlib.ExitStack() as opened:
+        if source is None:
+            source = open_source(settings, paced=settings.output == "vcam" or settings.preview or settings.serve)
+        opened.callback(source.close)
         session_args = None
-        if settings.mode != "passthrough":
+        if settings.mode != "passthrough" or source.live:  # a live run may switch to a background later
             spec = get_spec(settings.model)
             session_args = (spec, ensure_model(spec))
-        if source is None:
-            source = open_source(settings, paced=settings.output == "vcam" or settings.preview)
-        opened.callback(source.close)
         size = parse_size(settings.size, "--size") if settings.size else source.size
         fps = settings.fps or source.fps
         background = open_background(settings, size)
@@ -372,15 +461,44 @@ def _stop_on_signals(stop: Callable[[], None]):
             signal.signal(sig, old)
 
 
-def run(settings: Settings, source: Source | None = None) -> RunStats:
+def nobody_watching(pipeline: Pipeline, server: ControlServer | None) -> Callable[[], bool] | None:
+    """A test for "no one consumes the output" where it can be answered, else None.
+
+    A live run into the virtual camera (on Linux, where readers can be counted) or only
+    into the OBS page is idle while it has no reader and no OBS viewer. A preview
+    window or a file always counts as watching.
+    """
+    if not pipeline.live:
+        return None
+    cameras = [s for s in pipeline.sinks if isinstance(s, VirtualCameraSink)]
+    if any(not isinstance(s, (VirtualCameraSink, NullSink)) for s in pipeline.sinks) or (not cameras and not server):
+        return None
+
+    def idle() -> bool:
+        if server is not None and server.stream.viewers:
+            return False
+        return all(camera.readers() == 0 for camera in cameras)
+    return idle
+
+
+def run(settings: Settings, source: Source | None = None, *, config: Path | None = None,
+        pinned: frozenset[str] = frozenset()) -> RunStats:
     """Run vbg with ``settings`` until the source ends, ``settings.frames`` are out, or Ctrl-C.
 
-    ``source``, if given, replaces the camera or file that ``settings`` name.
-    Raises :class:`~vbg.errors.VbgError` for anything the user can fix.
+    ``source``, if given, replaces the camera or file that ``settings`` name. ``config``
+    is watched and reloaded while running, except for the ``pinned`` keys (given on the
+    command line). Raises :class:`~vbg.errors.VbgError` for anything the user can fix.
     """
     pipeline = build(settings, source)
-    try:
+    with contextlib.ExitStack() as running:
+        running.callback(pipeline.close)
+        server = None
+        if settings.serve:
+            server = ControlServer(pipeline, settings.host, settings.port, settings.token)
+            running.callback(server.close)
+            server.start()
+        if config is not None:
+            running.callback(ConfigWatcher(Path(config), pipeline, pinned).start().close)
+        pipeline.idle = nobody_watching(pipeline, server)
         with _stop_on_signals(pipeline.abort):
             return pipeline.run()
-    finally:
-        pipeline.close()

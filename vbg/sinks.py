@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -22,6 +24,7 @@ from vbg.errors import VbgError
 log = logging.getLogger(__name__)
 
 V4L2LOOPBACK_SETUP = "sudo modprobe v4l2loopback devices=1 video_nr=10 card_label=vbg exclusive_caps=1"
+READERS_CHECK_S = 1.0
 VIDEO_FOURCCS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}
 
 
@@ -55,13 +58,49 @@ class VirtualCameraSink:
                     if sys.platform.startswith("linux") else "install OBS Studio and start its virtual camera once")
             raise VbgError(f"no virtual camera device ({reason}); {hint}; or use --output FILE|null") from None
         self.name = f"virtual camera {self._camera.device} ({self._camera.backend})"
+        self._readers: int | None = None
+        self._readers_checked = float("-inf")
 
     def write(self, frame: np.ndarray) -> bool:
         self._camera.send(frame)
         return True
 
+    def readers(self) -> int | None:
+        """How many other programs have the device open (None where the platform cannot tell)."""
+        now = time.monotonic()
+        if now - self._readers_checked > READERS_CHECK_S:
+            self._readers_checked = now
+            self._readers = processes_with_open(self._camera.device) if sys.platform.startswith("linux") else None
+        return self._readers
+
     def close(self) -> None:
         self._camera.close()
+
+
+def processes_with_open(path: str) -> int | None:
+    """Other processes holding ``path`` open, read from /proc (None if it is not a file here)."""
+    try:
+        target = os.path.realpath(path)
+        if not os.path.exists(target):
+            return None
+    except OSError:
+        return None
+    me, count = os.getpid(), 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == me:
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:  # gone, or not ours to look at
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                    count += 1
+                    break
+            except OSError:
+                continue
+    return count
 
 
 class VideoFileSink:
@@ -89,11 +128,16 @@ class VideoFileSink:
 
 
 class PreviewSink:
-    """A window showing the output; 'q', Esc or closing the window stops vbg."""
+    """A window showing the output; 'q', Esc or closing the window stops vbg.
+
+    Other keys go to ``on_key`` (the pipeline sets it): b blur, n next background,
+    m mirror, space passthrough on/off.
+    """
 
     live = True
     name = "preview window"
-    _TITLE = "vbg preview (q to quit)"
+    _TITLE = "vbg preview (q quit, b blur, n next background, m mirror, space passthrough)"
+    on_key: Callable[[str], None] | None = None
 
     def __init__(self) -> None:
         headless = sys.platform.startswith("linux") and not any(
@@ -105,8 +149,11 @@ class PreviewSink:
     def write(self, frame: np.ndarray) -> bool:
         cv2.imshow(self._TITLE, frame)
         key = cv2.waitKey(1) & 0xFF
-        visible = cv2.getWindowProperty(self._TITLE, cv2.WND_PROP_VISIBLE) >= 1
-        return key not in (ord("q"), 27) and visible
+        if key in (ord("q"), 27) or cv2.getWindowProperty(self._TITLE, cv2.WND_PROP_VISIBLE) < 1:
+            return False
+        if key != 0xFF and self.on_key is not None:
+            self.on_key(chr(key))
+        return True
 
     def close(self) -> None:
         cv2.destroyWindow(self._TITLE)
