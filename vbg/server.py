@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
-WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC11B85"
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 PAGES = {"/": "index.html", "/obs": "obs.html"}
 STREAM_JPEG_QUALITY = 85
 THUMB_WIDTH = 160
@@ -114,6 +114,11 @@ def encode_person(packet: Packet) -> bytes:
     colour = cv2.imencode(".jpg", packet.frame, [cv2.IMWRITE_JPEG_QUALITY, STREAM_JPEG_QUALITY])[1].tobytes()
     mask = cv2.imencode(".jpg", alpha8, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
     return struct.pack(">I", len(colour)) + colour + mask
+
+
+def websocket_accept(key: str) -> str:
+    """The Sec-WebSocket-Accept answer to a client's Sec-WebSocket-Key (RFC 6455 §4.2.2)."""
+    return base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
 
 
 def ws_frame(payload: bytes, opcode: int = 0x2) -> bytes:  # 0x2: binary
@@ -224,6 +229,7 @@ class ControlServer:
 class _Handler(BaseHTTPRequestHandler):
     control: ControlServer
     server_version = "vbg"
+    protocol_version = "HTTP/1.1"  # WebSocket upgrades need it; every response has a length
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's name
         log.debug("http: " + format, *args)
@@ -298,7 +304,7 @@ class _Handler(BaseHTTPRequestHandler):
         key = self.headers.get("Sec-WebSocket-Key")
         if self.headers.get("Upgrade", "").lower() != "websocket" or not key:
             return self._error(HTTPStatus.BAD_REQUEST, "WebSocket upgrade expected")
-        accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+        accept = websocket_accept(key)
         self.send_response(HTTPStatus.SWITCHING_PROTOCOLS)
         self.send_header("Upgrade", "websocket")
         self.send_header("Connection", "Upgrade")
