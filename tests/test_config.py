@@ -22,10 +22,11 @@ def test_shipped_configs_load(name):
     assert settings.mode in ("blur", "image", "color", "passthrough")
 
 
-def test_meeting_blurs_and_obs_keys_green():
+def test_meeting_blurs_and_obs_serves_the_browser_source():
     assert load_settings(CONFIGS / "meeting.toml").mode == "blur"
     obs = load_settings(CONFIGS / "obs.toml")
-    assert (obs.mode, parse_color(obs.color)) == ("color", (0x40, 0xB1, 0x00))
+    assert (obs.serve, obs.port, obs.output, obs.host) == (True, 8765, "null", "127.0.0.1")
+    assert parse_color(Settings().color) == (0x40, 0xB1, 0x00)
 
 
 def test_command_line_overrides_the_file(tmp_path):
