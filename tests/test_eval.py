@@ -55,3 +55,15 @@ def test_one_clip_folder_and_smoothing_change_the_result(capsys, clip_dir):
 def test_a_folder_without_clips_is_a_clear_error(capsys, tmp_path):
     assert main(["eval", str(tmp_path)]) == 1
     assert "holds no clips" in capsys.readouterr().err
+
+
+def test_flicker_figure_without_ground_truth_drops_with_smoothing(capsys, person_video):
+    _, raw = run_eval(capsys, ["--flicker", str(person_video), "--smoothing", "0", "--json"])
+    _, smoothed = run_eval(capsys, ["--flicker", str(person_video), "--smoothing", "1", "--json"])
+    assert raw["flicker"] > 0
+    assert smoothed["flicker"] < raw["flicker"]
+
+
+def test_eval_needs_clips_or_videos(capsys):
+    assert main(["eval"]) == 2
+    assert "give DIR" in capsys.readouterr().err

@@ -132,3 +132,20 @@ def test_rvm_runs_in_the_same_session_class_and_carries_state():
     session.reset()
     assert session._state[0].shape == (1, 1, 1, 1)
     assert not np.array_equal(first, second)  # the second frame saw the state of the first
+
+
+def test_rvm_state_is_reset_on_a_scene_cut_but_carried_otherwise():
+    from vbg.matting import Matter
+
+    spec = registry.get_spec("rvm")
+    path = registry.ensure_model(spec)
+    matter = Matter(MattingSession(spec, path, device="cpu", matte_size=160), smoothing=0.0)
+    matter(person_frame(0))
+    matter(person_frame(1))  # a person moving a little: same scene, state carried
+    assert matter.scene_cuts == 0
+    other_scene = np.full_like(person_frame(), 20)
+    other_scene[100:300, 200:400] = (40, 200, 90)
+    cut = matter(other_scene)
+    assert matter.scene_cuts == 1
+    fresh = MattingSession(spec, path, device="cpu", matte_size=160).infer(other_scene)
+    assert np.abs(cut - fresh).max() < 1e-5  # the cut frame was matted with no memory of the old scene

@@ -244,7 +244,11 @@ def _eval(argv: Sequence[str]) -> int:
         "`make_clips.py --preset dev --out DIR`.",
         epilog="MAD and MSE are x1e3, Grad and Conn /1e3, dtSSD x1e2 (lower is better); ms/frame is the "
         "matte path's own time.")
-    parser.add_argument("dir", metavar="DIR", help="a clip folder, or a folder of clip folders")
+    parser.add_argument("dir", metavar="DIR", nargs="?", help="a clip folder, or a folder of clip folders")
+    parser.add_argument("--flicker", nargs="+", type=Path, metavar="VIDEO",
+                        help="videos without ground truth: report flicker, the mean |alpha change| x1e3 "
+                        "where the image itself did not change")
+    parser.add_argument("--frames", type=int, metavar="N", help="with --flicker: at most N frames of each video")
     parser.add_argument("--model", default=Settings.model, help=f"model from `vbg models list` (default {Settings.model})")
     parser.add_argument("--matte-size", type=int, metavar="PX", help="short side of the matte (default: the model's)")
     parser.add_argument("--smoothing", type=float, default=Settings.smoothing, metavar="0-1",
@@ -252,11 +256,13 @@ def _eval(argv: Sequence[str]) -> int:
     parser.add_argument("--device", choices=DEVICES, default="auto", help="where inference runs")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the overall averages")
     args = parser.parse_args(argv)
+    if not args.dir and not args.flicker:
+        parser.error("give DIR (clips with ground truth) or --flicker VIDEO ...")
     _configure_logging(False, args.json)
     settings = Settings().replace(model=args.model, matte_size=args.matte_size, smoothing=args.smoothing,
                                   device=args.device)
 
-    from vbg.evaluate import evaluate, summarise
+    from vbg.evaluate import evaluate, flicker, summarise
     from vbg.matting import Matter
     from vbg.registry import ensure_model, get_spec
     from vbg.session import MattingSession
@@ -271,14 +277,25 @@ def _eval(argv: Sequence[str]) -> int:
 
     print(f"model {spec.name}, matte size {session.matte_size}, smoothing {settings.smoothing:g}, "
           f"provider {session.provider}")
-    print(header)
-    scores = evaluate(Matter(session, settings.smoothing), Path(args.dir).expanduser(),
-                      on_clip=lambda clip: print(row(clip.name, clip.summary()), flush=True))
-    overall = summarise(scores)
-    print(row("all", overall))
+    matter = Matter(session, settings.smoothing)
+    result = {"model": spec.name, "matte_size": session.matte_size, "smoothing": settings.smoothing,
+              "provider": session.provider}
+    if args.dir:
+        print(header)
+        scores = evaluate(matter, Path(args.dir).expanduser(),
+                          on_clip=lambda clip: print(row(clip.name, clip.summary()), flush=True))
+        overall = summarise(scores)
+        print(row("all", overall))
+        result.update(overall)
+    if args.flicker:
+        figures = []
+        for video in args.flicker:
+            figure = flicker(matter, video.expanduser(), args.frames)
+            figures.append(figure["flicker"])
+            print(f"{video.name:<20} {figure['frames']:>6} frames  flicker {figure['flicker']:.2f}", flush=True)
+        result["flicker"] = float(sum(figures) / len(figures))
     if args.json:
-        print(json.dumps({**overall, "model": spec.name, "matte_size": session.matte_size,
-                          "smoothing": settings.smoothing, "provider": session.provider}))
+        print(json.dumps(result))
     return 0
 
 

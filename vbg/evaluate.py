@@ -105,3 +105,27 @@ def evaluate(matter: Matter, root: Path, on_clip=None) -> list[ClipScore]:
         if on_clip:
             on_clip(scores[-1])
     return scores
+
+
+def flicker(matter: Matter, video: Path, frames: int | None = None, still: float = 2.0 / 255) -> dict[str, float]:
+    """Flicker without ground truth: mean |alpha_t - alpha_t-1| (x1e3) over the pixels whose
+    (lightly blurred) image did not change by more than ``still``: where nothing moved, any
+    change of the matte is flicker."""
+    capture = cv2.VideoCapture(str(video))
+    if not capture.isOpened():
+        raise VbgError(f"cannot decode video {video}")
+    matter.reset()
+    changes, previous = [], None
+    while frames is None or len(changes) < frames:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        alpha = matter(frame)
+        gray = cv2.GaussianBlur(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), (5, 5), 0).astype(np.float32) / 255.0
+        if previous is not None:
+            unchanged = np.abs(gray - previous[1]) <= still
+            if unchanged.any():
+                changes.append(float(np.abs(alpha - previous[0])[unchanged].mean()) * 1e3)
+        previous = (alpha, gray)
+    capture.release()
+    return {"flicker": float(np.mean(changes)) if changes else 0.0, "frames": len(changes) + 1}

@@ -9,9 +9,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from vbg.imaging import shrink
 from vbg.session import MattingSession
 from vbg.smoothing import TemporalSmoother
 from vbg.timing import StageClock
+
+
+THUMBNAIL_SIZE = (32, 18)
+SCENE_CUT = 0.2  # mean grey difference of the thumbnails; a person moving stays far below
 
 
 class Matter:
@@ -25,10 +30,23 @@ class Matter:
         self.session = session
         self.smoother = TemporalSmoother(smoothing)
         self.clock = clock or StageClock()
+        self.scene_cuts = 0
+        self._thumbnail: np.ndarray | None = None
+
+    def _scene_cut(self, frame: np.ndarray) -> bool:
+        """True when ``frame`` shows another scene than the last one (a cut, a new source):
+        on average its tiny grey thumbnail differs by more than :data:`SCENE_CUT`."""
+        thumbnail = cv2.cvtColor(shrink(frame, THUMBNAIL_SIZE), cv2.COLOR_BGR2GRAY).astype(np.float32) / 255.0
+        previous, self._thumbnail = self._thumbnail, thumbnail
+        return previous is not None and float(np.abs(thumbnail - previous).mean()) > SCENE_CUT
 
     def infer(self, frame: np.ndarray) -> np.ndarray:
         """The model's raw matte of ``frame`` (at its own resolution)."""
         with self.clock.time("preprocess"):
+            if self._scene_cut(frame):  # history of another scene would only smear into this one
+                self.scene_cuts += 1
+                self.smoother.reset()
+                self.session.reset()
             feeds = self.session.prepare(frame)
         with self.clock.time("inference"):
             return self.session.run(feeds)
@@ -50,3 +68,4 @@ class Matter:
         """A new scene or source: forget smoothing history and recurrent state."""
         self.smoother.reset()
         self.session.reset()
+        self._thumbnail = None
