@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import (CLIP_FRAMES, FRAME_SIZE, confident_regions, pattern_background, person_frame,
+from conftest import (CLIP_FRAMES, confident_regions, pattern_background, person_frame,
                       read_video, reference_matte, write_video)
 from vbg import Settings, run
 from vbg.cli import main

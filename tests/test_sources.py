@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import CLIP_FRAMES, person_frame, write_video
+from conftest import CLIP_FRAMES, person_frame
 from vbg.errors import VbgError
 from vbg.sources import CameraSource, ImagesSource, SyntheticSource, VideoFileSource, open_input
 from vbg.timing import Pacer

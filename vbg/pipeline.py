@@ -1,6 +1,8 @@
 """The pipeline: capture → infer → temporal smooth → composite → output.
 
-Each stage is a thread; stages are joined by bounded :class:`RingBuffer` s.
+Each stage is a thread; stages are joined by bounded :class:`RingBuffer` s. While
+it runs, :meth:`Pipeline.apply` changes how the output looks (web panel, config
+reload, preview keys), and it pauses while nobody watches (:func:`nobody_watching`).
 
 * **Live** (a camera, or a file paced for a live output): capture never waits.
   Every captured frame goes to the compositor, and the newest one is offered to
@@ -37,12 +39,12 @@ from vbg.backgrounds import Background, background_choices, open_background
 from vbg.config import Settings, parse_size
 from vbg.errors import VbgError
 from vbg.imaging import composite, cover_fit
-from vbg.registry import ensure_model, get_spec
 from vbg.matting import Matter
-from vbg.ringbuffer import Closed, Latest, RingBuffer
-from vbg.session import MattingSession
+from vbg.registry import ensure_model, get_spec
 from vbg.reload import ConfigWatcher
+from vbg.ringbuffer import Closed, Latest, RingBuffer
 from vbg.server import ControlServer
+from vbg.session import MattingSession
 from vbg.sinks import NullSink, PreviewSink, Sink, VirtualCameraSink, open_output
 from vbg.sources import CameraSource, Source, open_input
 from vbg.timing import Pacer, StageClock
@@ -184,7 +186,8 @@ class Pipeline:
         while not self._stop.is_set() and (limit is None or index < limit):
             if self.idle is not None and self.idle() != paused:
                 paused = not paused
-                log.info("%s", "nobody is watching: capture and inference pause" if paused else "a viewer is back: resuming")
+                log.info("%s", "nobody is watching: capture and inference pause" if paused
+                         else "a viewer is back: resuming")
             if paused:
                 self._stop.wait(IDLE_POLL_S)
                 continue
