@@ -149,3 +149,17 @@ def test_rvm_state_is_reset_on_a_scene_cut_but_carried_otherwise():
     assert matter.scene_cuts == 1
     fresh = MattingSession(spec, path, device="cpu", matte_size=160).infer(other_scene)
     assert np.abs(cut - fresh).max() < 1e-5  # the cut frame was matted with no memory of the old scene
+
+
+def test_io_binding_keeps_state_where_the_provider_wants_it_and_changes_no_result():
+    from vbg.session import state_device
+
+    assert state_device("CUDAExecutionProvider") == state_device("TensorrtExecutionProvider") == "cuda"
+    assert state_device("CPUExecutionProvider") is None
+    spec = registry.get_spec("rvm")
+    path = registry.ensure_model(spec)
+    plain = MattingSession(spec, path, device="cpu", matte_size=160)
+    bound = MattingSession(spec, path, device="cpu", matte_size=160, bind_state_to="cpu")  # the GPU path, on CPU
+    assert plain._bind_state_to is None and bound._bind_state_to == "cpu"
+    for i in range(3):  # the state is carried through the binding from frame to frame
+        assert np.abs(plain.infer(person_frame(i)) - bound.infer(person_frame(i))).max() < 1e-5

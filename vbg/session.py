@@ -50,6 +50,11 @@ def choose_providers(device: str, available: Sequence[str]) -> list[str]:
     return gpus + [CPU_PROVIDER]
 
 
+def state_device(provider: str) -> str | None:
+    """Where recurrent state should live between frames for ``provider`` (None: plain numpy)."""
+    return "cuda" if provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else None
+
+
 def _provider_options(name: str) -> dict:
     if name == "TensorrtExecutionProvider":
         engines = cache_dir() / "tensorrt"
@@ -80,7 +85,7 @@ class MattingSession:
     """
 
     def __init__(self, spec: ModelSpec, path: Path, *, device: str = "auto",
-                 matte_size: int | None = None, threads: int = 0) -> None:
+                 matte_size: int | None = None, threads: int = 0, bind_state_to: str | None = "auto") -> None:
         self.spec = spec
         self.matte_size = int(matte_size or spec.default_matte_size)
         if self.matte_size < 32:
@@ -102,9 +107,14 @@ class MattingSession:
                 f"run `vbg models pull --force {spec.name}`"
             ) from None
         self.provider = self._session.get_providers()[0]
+        # On a GPU, IO binding keeps recurrent state in device memory between frames
+        # instead of a round trip through the CPU for every frame.
+        self._bind_state_to = state_device(self.provider) if bind_state_to == "auto" else bind_state_to
+        if not spec.recurrent:
+            self._bind_state_to = None
         self._scale = (1.0 / (255.0 * np.asarray(spec.std, np.float32))).reshape(3, 1, 1)
         self._offset = (np.asarray(spec.mean, np.float32) / np.asarray(spec.std, np.float32)).reshape(3, 1, 1)
-        self._state: list[np.ndarray] = []
+        self._state: list[np.ndarray | ort.OrtValue] = []
         self.reset()
 
     def reset(self) -> None:
@@ -139,8 +149,21 @@ class MattingSession:
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Alpha matte (float32, HxW, values in [0, 1]) from :meth:`prepare`'s tensors."""
-        names = [self.spec.alpha_output, *self.spec.recurrent_outputs]
-        alpha, *state = self._session.run(names, feeds)
+        if self._bind_state_to is None:
+            alpha, *state = self._session.run([self.spec.alpha_output, *self.spec.recurrent_outputs], feeds)
+        else:
+            binding = self._session.io_binding()
+            for name, value in feeds.items():
+                if isinstance(value, ort.OrtValue):
+                    binding.bind_ortvalue_input(name, value)
+                else:
+                    binding.bind_cpu_input(name, value)
+            binding.bind_output(self.spec.alpha_output, "cpu")  # the compositor needs it on the CPU
+            for name in self.spec.recurrent_outputs:
+                binding.bind_output(name, self._bind_state_to)
+            self._session.run_with_iobinding(binding)
+            alpha_value, *state = binding.get_outputs()
+            alpha = alpha_value.numpy()
         if state:
             self._state = state
         return np.clip(alpha[0, 0], 0.0, 1.0)
