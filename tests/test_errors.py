@@ -25,6 +25,11 @@ def test_missing_background_file(capsys, person_video):
     assert "background /nowhere/beach.jpg does not exist" in line
 
 
+def test_missing_background_is_named_before_the_camera_is_tried(capsys):
+    line = one_line_error(capsys, ["--bg", "/nowhere/beach.jpg", "--camera", "7", "--output", "null"])
+    assert "background /nowhere/beach.jpg does not exist" in line
+
+
 def test_bad_colour(capsys, person_video):
     line = one_line_error(capsys, ["--input", str(person_video), "--color", "red", "--output", "null"])
     assert "'color'" in line and "#RRGGBB" in line

@@ -131,9 +131,15 @@ def open_background(settings: Settings, size: tuple[int, int]) -> Background:
         return BlurBackground(settings.blur)
     if settings.mode == "color":
         return color_background(settings.color, size)
+    path = background_path(settings)
+    return image_background(path, size) if is_image_file(path) else VideoBackground(path, size)
+
+
+def background_path(settings: Settings) -> Path:
+    """The background file of mode 'image', checked to exist (cheap: done before a camera opens)."""
     if not settings.background:
         raise VbgError("mode 'image' needs a background: pass --bg IMAGE_OR_VIDEO")
     path = Path(settings.background).expanduser()
     if not path.is_file():
         raise VbgError(f"background {path} does not exist; pass an image or video file to --bg")
-    return image_background(path, size) if is_image_file(path) else VideoBackground(path, size)
+    return path

@@ -35,7 +35,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from vbg.backgrounds import Background, background_choices, open_background
+from vbg.backgrounds import Background, background_choices, background_path, open_background
 from vbg.config import Settings, parse_size
 from vbg.errors import VbgError
 from vbg.imaging import composite, cover_fit
@@ -418,6 +418,8 @@ def build(settings: Settings, source: Source | None = None) -> Pipeline:
     :class:`VbgError` a person can fix surfaces here, before any thread starts;
     whatever was opened before the failure is released again.
     """
+    if settings.mode == "image":
+        background_path(settings)  # a typo in --bg is reported before the camera is opened
     with contextlib.ExitStack() as opened:
         if source is None:
             source = open_source(settings, paced=settings.output == "vcam" or settings.preview or settings.serve)
