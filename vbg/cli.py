@@ -63,6 +63,8 @@ def _add_look_options(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--matte-size", type=int, metavar="PX", help="short side of the matte; larger is sharper and slower")
     model.add_argument("--device", choices=DEVICES, help="where inference runs (default auto: GPU if there is one)")
     model.add_argument("--smoothing", type=float, metavar="0-1", help="temporal smoothing against flicker (default 0.5, 0 = off)")
+    model.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
+                       help="edges guided by the full-resolution frame (default on)")
     parser.add_argument("--config", metavar="FILE", help="TOML settings file (see configs/); options given here win")
 
 
@@ -255,13 +257,15 @@ def _eval(argv: Sequence[str]) -> int:
     parser.add_argument("--smoothing", type=float, default=Settings.smoothing, metavar="0-1",
                         help=f"temporal smoothing (default {Settings.smoothing}); 0 measures the raw model")
     parser.add_argument("--device", choices=DEVICES, default="auto", help="where inference runs")
+    parser.add_argument("--refine", action=argparse.BooleanOptionalAction, default=Settings.refine,
+                        help="guided upsampling of the matte (default on; --no-refine: plain bilinear)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the overall averages")
     args = parser.parse_args(argv)
     if not args.dir and not args.flicker:
         parser.error("give DIR (clips with ground truth) or --flicker VIDEO ...")
     _configure_logging(False, args.json)
     settings = Settings().replace(model=args.model, matte_size=args.matte_size, smoothing=args.smoothing,
-                                  device=args.device)
+                                  device=args.device, refine=args.refine)
 
     from vbg.evaluate import evaluate, flicker, summarise
     from vbg.matting import Matter
@@ -277,10 +281,10 @@ def _eval(argv: Sequence[str]) -> int:
         return f"{name:<20} {summary['frames']:>6} " + " ".join(f"{summary[c]:>9.2f}" for c in columns)
 
     print(f"model {spec.name}, matte size {session.matte_size}, smoothing {settings.smoothing:g}, "
-          f"provider {session.provider}")
-    matter = Matter(session, settings.smoothing)
+          f"refine {'on' if settings.refine else 'off'}, provider {session.provider}")
+    matter = Matter(session, settings.smoothing, refine=settings.refine)
     result = {"model": spec.name, "matte_size": session.matte_size, "smoothing": settings.smoothing,
-              "provider": session.provider}
+              "refine": settings.refine, "provider": session.provider}
     if args.dir:
         print(header)
         scores = evaluate(matter, Path(args.dir).expanduser(),

@@ -1,6 +1,6 @@
 """The per-frame matte path, shared by live mode and `vbg eval`.
 
-model (at the matte size) → temporal smoothing → full-resolution matte. Keeping it in
+model (at the matte size) → temporal smoothing → guided upsampling to full resolution. Keeping it in
 one place guarantees that what `vbg eval` measures is what a call participant sees.
 """
 
@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from vbg.imaging import shrink
+from vbg.refine import GuidedUpsampler
 from vbg.session import MattingSession
 from vbg.smoothing import TemporalSmoother
 from vbg.timing import StageClock
@@ -26,9 +27,11 @@ class Matter:
     smoothing, refinement.
     """
 
-    def __init__(self, session: MattingSession, smoothing: float, clock: StageClock | None = None) -> None:
+    def __init__(self, session: MattingSession, smoothing: float, clock: StageClock | None = None,
+                 refine: bool = True) -> None:
         self.session = session
         self.smoother = TemporalSmoother(smoothing)
+        self.upsampler = GuidedUpsampler() if refine else None
         self.clock = clock or StageClock()
         self.scene_cuts = 0
         self._thumbnail: np.ndarray | None = None
@@ -57,9 +60,11 @@ class Matter:
             alpha = self.smoother(alpha)
         with self.clock.time("refinement"):
             h, w = frame.shape[:2]
-            if alpha.shape != (h, w):
-                alpha = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_LINEAR)
-        return alpha
+            if alpha.shape == (h, w):
+                return alpha
+            if self.upsampler is not None:  # edges that follow the frame's own edges
+                return self.upsampler(alpha, frame)
+            return cv2.resize(alpha, (w, h), interpolation=cv2.INTER_LINEAR)
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         return self.finish(self.infer(frame), frame)

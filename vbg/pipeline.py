@@ -161,7 +161,7 @@ class Pipeline:
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
         self.clock = StageClock()
-        self._matter = Matter(session, settings.smoothing, self.clock) if session else None
+        self._matter = Matter(session, settings.smoothing, self.clock, settings.refine) if session else None
         policy, capacity = ("drop_oldest", 2) if self.live else ("block", 4)
         self._frames: RingBuffer[Packet] = RingBuffer(capacity, policy)  # capture → composite (live)
         self._to_infer: RingBuffer[Packet] = RingBuffer(1 if self.live else capacity, policy)
