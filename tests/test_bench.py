@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import numpy as np
 import pytest
 
 from vbg import Settings
@@ -82,3 +83,14 @@ def test_a_slow_consumer_makes_live_runs_drop_oldest_frames_and_count_them(modne
     in_flight = stats.frames_captured - stats.frames_out - stats.dropped
     assert 0 <= in_flight <= 4
     assert stats.output_fps < 30 and stats.frames_captured / stats.elapsed_s > 60  # capture kept its pace
+
+
+def test_stage_clock_keeps_bounded_samples_but_counts_everything():
+    from vbg.timing import StageClock
+
+    clock = StageClock(keep=10)
+    for i in range(25):
+        clock.record("inference", 0.001 * (i + 1))
+    summary = clock.summary()["inference"]
+    assert summary["count"] == 25
+    assert summary["mean_ms"] == pytest.approx(np.mean(np.arange(16, 26)))  # the latest ten

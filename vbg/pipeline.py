@@ -90,7 +90,7 @@ class RunStats:
     rss_mb_start: float = 0.0
     rss_mb_warm: float = 0.0  # after WARM_FRAMES output frames: buffers and arenas allocated
     rss_mb_end: float = 0.0
-    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=10_000))
+    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=3_000))  # the last ~100 s
     output_times: deque = field(default_factory=lambda: deque(maxlen=31))
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
 

@@ -14,9 +14,10 @@ import numpy as np
 class StageClock:
     """Wall time of each named stage, the last ``keep`` samples per stage."""
 
-    def __init__(self, keep: int = 20_000) -> None:
+    def __init__(self, keep: int = 3_000) -> None:  # the last ~100 s at 30 fps; bounded memory
         self._keep = keep
         self._samples: dict[str, deque[float]] = {}
+        self._counts: dict[str, int] = {}  # every sample, kept or not (one writer thread per stage)
         self._lock = threading.Lock()
 
     @contextmanager
@@ -31,16 +32,19 @@ class StageClock:
         samples = self._samples.get(stage)
         if samples is None:
             with self._lock:
+                self._counts.setdefault(stage, 0)  # before the samples: summary() reads both
                 samples = self._samples.setdefault(stage, deque(maxlen=self._keep))
         samples.append(seconds)
+        self._counts[stage] += 1
 
     def summary(self) -> dict[str, dict[str, float]]:
-        """``{stage: {"mean_ms", "p95_ms", "count"}}`` in the order stages first ran."""
+        """``{stage: {"mean_ms", "p95_ms", "count"}}``: times over the kept (latest) samples, the
+        count over the whole run, in the order stages first ran."""
         result = {}
         for stage, samples in list(self._samples.items()):
             values = np.array(samples) * 1e3
             result[stage] = {"mean_ms": float(values.mean()), "p95_ms": float(np.percentile(values, 95)),
-                             "count": int(values.size)}
+                             "count": self._counts[stage]}
         return result
 
 
