@@ -71,11 +71,6 @@ class ModelSpec:
     def copyleft(self) -> bool:
         return self.licence.upper().startswith(("GPL", "AGPL", "LGPL"))
 
-    @property
-    def made_here(self) -> bool:
-        """Exported or derived on this machine, rather than pulled."""
-        return bool(self.path or self.derive_from)
-
 
 def _spec_from_table(name: str, table: dict) -> ModelSpec:
     try:
