@@ -85,6 +85,14 @@ def test_latest_keeps_only_the_newest_value():
     assert slot.version == 2
 
 
+def test_latest_waits_for_a_newer_value():
+    slot = Latest()
+    slot.publish("first")
+    assert slot.wait_newer(1, timeout=0.01) == ("first", 1)  # nothing newer: times out with the old pair
+    threading.Timer(0.05, slot.publish, ["second"]).start()
+    assert slot.wait_newer(1, timeout=5) == ("second", 2)
+
+
 def test_closing_latest_releases_a_waiter():
     slot = Latest()
     result = []

@@ -97,9 +97,14 @@ class Latest(Generic[T]):
     def wait(self, timeout: float | None = None) -> T | None:
         """The newest value, waiting up to ``timeout`` seconds for the first one
         (``None`` if none came in time, or the slot was closed first)."""
+        return self.wait_newer(0, timeout)[0]
+
+    def wait_newer(self, seen: int, timeout: float | None = None) -> tuple[T | None, int]:
+        """(value, version) once a value newer than version ``seen`` is published; the old
+        pair after ``timeout`` seconds or once the slot is closed."""
         with self._changed:
-            self._changed.wait_for(lambda: self.version > 0 or self._closed, timeout)
-            return self._value
+            self._changed.wait_for(lambda: self.version > seen or self._closed, timeout)
+            return self._value, self.version
 
     def close(self) -> None:
         """Release every waiter; later waits return at once."""

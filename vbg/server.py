@@ -90,13 +90,12 @@ class ObsStream:
         self._latest.close()
 
     def _run(self) -> None:
-        sent_version = 0
+        sent = 0
         while not self._stop.is_set():
-            packet = self._latest.wait(timeout=0.5)
-            if packet is None or self._latest.version == sent_version:
-                self._stop.wait(0.005)
+            packet, version = self._latest.wait_newer(sent, timeout=0.5)  # sleeps until a new packet
+            if packet is None or version == sent:
                 continue
-            sent_version = self._latest.version
+            sent = version
             message = encode_person(packet)
             with self._lock:
                 viewers = list(self._viewers)
