@@ -62,7 +62,7 @@ def _add_look_options(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--model", metavar="NAME", help=f"model from `vbg models list` (default {Settings.model})")
     model.add_argument("--matte-size", type=int, metavar="PX", help="short side of the matte; larger is sharper and slower")
     model.add_argument("--device", choices=DEVICES, help="where inference runs (default auto: GPU if there is one)")
-    model.add_argument("--smoothing", type=float, metavar="0-1", help="temporal smoothing against flicker (default 0.5, 0 = off)")
+    model.add_argument("--smoothing", type=float, metavar="0-1", help=f"motion-compensated temporal smoothing against flicker (default {Settings.smoothing}, 0 = off)")
     model.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
                        help="edges guided by the full-resolution frame (default on)")
     parser.add_argument("--config", metavar="FILE", help="TOML settings file (see configs/); options given here win")

@@ -106,7 +106,7 @@ class Settings:
     model: str = _setting("modnet-int8", _string, "matting model from `vbg models list`")
     matte_size: int | None = _setting(None, _number(32, 2160, integer=True), "short side of the matte")
     device: str = _setting("auto", _choice(*DEVICES), "where inference runs")
-    smoothing: float = _setting(0.5, _number(0, 1), "temporal smoothing strength, 0 turns it off")
+    smoothing: float = _setting(0.6, _number(0, 1), "temporal smoothing strength, 0 turns it off")
     refine: bool = _setting(True, _boolean, "edges guided by the full-resolution frame (else plain upsampling)")
     output: str = _setting("vcam", _string, "'vcam', 'null' or a video file path")
     vcam_device: str | None = _setting(None, _string, "virtual camera device, e.g. /dev/video10")

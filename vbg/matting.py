@@ -57,13 +57,14 @@ class Matter:
     def finish(self, alpha: np.ndarray, frame: np.ndarray) -> np.ndarray:
         """Smooth ``alpha`` over time and bring it to ``frame``'s resolution."""
         with self.clock.time("smoothing"):
-            alpha = self.smoother(alpha)
+            small = shrink(frame, alpha.shape[::-1])  # the frame at the matte's size, for both steps
+            alpha = self.smoother(alpha, small)
         with self.clock.time("refinement"):
             h, w = frame.shape[:2]
             if alpha.shape == (h, w):
                 return alpha
             if self.upsampler is not None:  # edges that follow the frame's own edges
-                return self.upsampler(alpha, frame)
+                return self.upsampler(alpha, frame, small)
             return cv2.resize(alpha, (w, h), interpolation=cv2.INTER_LINEAR)
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:

@@ -33,6 +33,15 @@ class GuidedUpsampler:
     def __init__(self, radius: int = 1, eps: float = 1e-3) -> None:
         self.radius = radius
         self.eps = eps
+        # Full-resolution scratch arrays, kept between calls: allocating ~20 MB afresh for
+        # every matte costs more in page faults than the arithmetic done in them.
+        self._scratch: dict[str, np.ndarray] = {}
+
+    def _buffer(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        buffer = self._scratch.get(name)
+        if buffer is None or buffer.shape != shape:
+            buffer = self._scratch[name] = np.empty(shape, np.float32)
+        return buffer
 
     def coefficients(self, alpha: np.ndarray, guide: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-pixel (a, b) at the matte's resolution; ``guide`` is the frame there, float RGB in [0, 1]."""
@@ -55,14 +64,21 @@ class GuidedUpsampler:
         b = mean_p - (a * mean_i).sum(axis=2)
         return _box(a, r), _box(b, r)
 
-    def __call__(self, alpha: np.ndarray, frame: np.ndarray) -> np.ndarray:
-        """The matte at ``frame``'s resolution (``frame``: BGR uint8, any size)."""
+    def __call__(self, alpha: np.ndarray, frame: np.ndarray, small: np.ndarray | None = None) -> np.ndarray:
+        """The matte at ``frame``'s resolution (``frame``: BGR uint8, any size; ``small``: the
+        same frame at the matte's size, where the caller already has it)."""
         h, w = alpha.shape
-        guide = shrink(frame, (w, h)).astype(np.float32) * (1.0 / 255.0)
+        if small is None:
+            small = shrink(frame, (w, h))
+        guide = small.astype(np.float32) * (1.0 / 255.0)
         a, b = self.coefficients(alpha, guide)
         height, width = frame.shape[:2]
-        a_full = cv2.resize(a, (width, height), interpolation=cv2.INTER_LINEAR)
-        b_full = cv2.resize(b, (width, height), interpolation=cv2.INTER_LINEAR)
-        weighted = cv2.multiply(a_full, frame, scale=1.0 / 255.0, dtype=cv2.CV_32F)
-        alpha_full = cv2.add(cv2.transform(weighted, _SUM_CHANNELS), b_full)  # sum over colours, plus b
+        a_full = cv2.resize(a, (width, height), dst=self._buffer("a", (height, width, 3)),
+                            interpolation=cv2.INTER_LINEAR)
+        b_full = cv2.resize(b, (width, height), dst=self._buffer("b", (height, width)),
+                            interpolation=cv2.INTER_LINEAR)
+        weighted = cv2.multiply(a_full, frame, dst=self._buffer("weighted", (height, width, 3)),
+                                scale=1.0 / 255.0, dtype=cv2.CV_32F)
+        alpha_full = cv2.transform(weighted, _SUM_CHANNELS)  # sum over colours; a new array, the caller keeps it
+        cv2.add(alpha_full, b_full, dst=alpha_full)
         return np.clip(alpha_full, 0.0, 1.0, out=alpha_full)

@@ -1,36 +1,117 @@
-"""Temporal smoothing of the matte: less flicker without dragging moving edges behind."""
+"""Temporal smoothing of the matte: less flicker without dragging moving edges behind.
+
+Plain averaging of successive mattes either flickers (weak) or leaves a ghost behind
+a moving person (strong). Here the history is first carried along the frame's own
+optical flow, so a moving edge is compared with where it was, not with where the
+person used to be; only then is it filtered:
+
+1. a per-pixel median of the new matte, the previous raw matte and the previous
+   result (both moved along the flow) removes one-frame flips, such as the gap
+   between an arm and the body that the model fills in one frame and opens in the next;
+2. a recursive blend with the previous result (moved along the flow) by ``strength``
+   removes the small jitter that remains.
+
+Both steps are weighted per pixel by how far the flow can be trusted there: the
+previous frame moved along the flow must look like the new one, and the forward and
+backward flows must agree (they do not where the person uncovers the background).
+The flow is DIS (OpenCV) at the matte's resolution, about 5 ms per matte here.
+
+On the dev clips (int8 MODNet at 256, guided upsampling, 720p) this takes MAD from
+7.59 to 7.46 and dtSSD from 4.30 to 3.45 (strength 0.6); the earlier per-pixel
+exponential filter without motion compensation gave 7.72 / 4.31.
+"""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
+
+from vbg.imaging import shrink
+
+MAX_KEEP = 0.9  # a share of history of 1 would freeze the matte
+FLOW_MAX_WIDTH = 512  # mattes at frame size (RVM) get their flow at a reduced size
 
 
 class TemporalSmoother:
-    """Adaptive per-pixel exponential smoothing of successive mattes.
+    """Motion-compensated temporal filter for successive mattes of one scene.
 
-    Where the matte barely changes (sensor noise, model jitter) the new value is
-    blended with the previous one by up to ``strength``; where it changes a lot
-    (the person moves) the new value is taken nearly as it is, so edges do not lag.
-    ``motion_scale`` is the change in alpha at which a pixel counts as moving.
+    ``strength`` (0 to 1, 0 = off) is the share of the moved history kept in each
+    new matte where the flow is trusted. ``photometric_tolerance`` is the grey-level
+    difference (0 to 1) between the moved previous frame and the new one at which a
+    pixel is no longer trusted; ``flow_tolerance`` the disagreement of forward and
+    backward flow in pixels at which it is no longer trusted.
     """
 
-    def __init__(self, strength: float = 0.5, motion_scale: float = 0.2) -> None:
+    def __init__(self, strength: float = 0.6, photometric_tolerance: float = 0.05,
+                 flow_tolerance: float = 2.0) -> None:
         if not 0.0 <= strength <= 1.0:
             raise ValueError("strength must be in [0, 1]")
         self.strength = strength
-        self.motion_scale = motion_scale
-        self._previous: np.ndarray | None = None
+        self.photometric_tolerance = photometric_tolerance
+        self.flow_tolerance = flow_tolerance
+        self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+        self._flow.setFinestScale(1)  # half the matte's resolution: finer flow than the preset's quarter
+        self._previous: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # grey, raw, result
+        self._grids: dict[tuple[int, int], np.ndarray] = {}
 
     def reset(self) -> None:
+        """Forget the history (a scene cut, a new source)."""
         self._previous = None
 
-    def __call__(self, alpha: np.ndarray) -> np.ndarray:
+    def __call__(self, alpha: np.ndarray, frame: np.ndarray) -> np.ndarray:
+        """The smoothed matte for ``alpha`` (float32 HxW) of ``frame`` (BGR uint8, any size)."""
+        grey = cv2.cvtColor(shrink(frame, _flow_size(alpha.shape)), cv2.COLOR_BGR2GRAY)
         previous = self._previous
-        if self.strength == 0.0 or previous is None or previous.shape != alpha.shape:
-            self._previous = alpha
+        if self.strength == 0.0 or previous is None or previous[1].shape != alpha.shape:
+            self._previous = (grey, alpha, alpha)
             return alpha
-        change = np.abs(alpha - previous)
-        keep = self.strength * np.clip(1.0 - change / self.motion_scale, 0.0, 1.0)
-        smoothed = alpha + keep * (previous - alpha)
-        self._previous = smoothed
-        return smoothed
+        previous_grey, previous_raw, previous_result = previous
+        to_previous, trust = self._motion(grey, previous_grey)
+        if to_previous.shape[:2] != alpha.shape:
+            to_previous, trust = self._resize_motion(to_previous, trust, alpha.shape)
+        moved_raw = cv2.remap(previous_raw, to_previous, None, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        moved_result = cv2.remap(previous_result, to_previous, None, cv2.INTER_CUBIC,
+                                 borderMode=cv2.BORDER_REPLICATE)
+        median = cv2.max(cv2.min(alpha, moved_raw), cv2.min(cv2.max(alpha, moved_raw), moved_result))
+        robust = alpha + trust * (median - alpha)
+        result = robust + (min(self.strength, MAX_KEEP) * trust) * (moved_result - robust)
+        np.clip(result, 0.0, 1.0, out=result)
+        self._previous = (grey, alpha, result)
+        return result
+
+    def _grid(self, shape: tuple[int, int]) -> np.ndarray:
+        """Pixel coordinates (x, y) of an HxW image, float32 HxWx2 (cached per shape)."""
+        if shape not in self._grids:
+            ys, xs = np.indices(shape, dtype=np.float32)
+            self._grids[shape] = np.dstack([xs, ys])
+        return self._grids[shape]
+
+    def _motion(self, grey: np.ndarray, previous_grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where each pixel of ``grey`` was in ``previous_grey`` (a remap map) and how far that is trusted (0-1)."""
+        forward = self._flow.calc(grey, previous_grey, None)
+        backward = self._flow.calc(previous_grey, grey, None)
+        to_previous = self._grid(grey.shape) + forward
+        moved_grey = cv2.remap(previous_grey, to_previous, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        mismatch = cv2.absdiff(moved_grey, grey).astype(np.float32) * (1.0 / 255.0)
+        round_trip = forward + cv2.remap(backward, to_previous, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        disagreement = cv2.magnitude(round_trip[..., 0], round_trip[..., 1])
+        trust = np.clip(1.0 - mismatch / self.photometric_tolerance, 0.0, 1.0)
+        trust *= np.clip(1.0 - disagreement / self.flow_tolerance, 0.0, 1.0)
+        return to_previous, trust
+
+    def _resize_motion(self, to_previous: np.ndarray, trust: np.ndarray,
+                       shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """The motion found at a reduced size, brought to the matte's ``shape``."""
+        h, w = shape
+        scale = np.array([w / to_previous.shape[1], h / to_previous.shape[0]], np.float32)
+        flow = (to_previous - self._grid(to_previous.shape[:2])) * scale
+        to_previous = self._grid(shape) + cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR)
+        return to_previous, cv2.resize(trust, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _flow_size(shape: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) at which to find the flow for a matte of ``shape``: its own, at most FLOW_MAX_WIDTH wide."""
+    h, w = shape
+    if w <= FLOW_MAX_WIDTH:
+        return w, h
+    return FLOW_MAX_WIDTH, max(1, round(h * FLOW_MAX_WIDTH / w))
