@@ -46,7 +46,7 @@ def live(person_loop, backgrounds):
 
 def test_state_lists_settings_and_backgrounds(live):
     state = live.state()
-    assert {"mode", "background", "blur", "mirror", "fps", "smoothing"} <= set(state)
+    assert {"mode", "background", "blur", "mirror", "fps", "smoothing", "unmix", "light_wrap"} <= set(state)
     assert state["mode"] == "blur" and state["backgrounds"] == ["green.png", "red.png"]
 
 
@@ -67,6 +67,7 @@ def test_post_changes_the_running_output(live):
 
 @pytest.mark.parametrize("body, message", [
     ({"blur": 500}, "setting 'blur' must be a number from 1 to 100"),
+    ({"light_wrap": 3}, "setting 'light_wrap' must be a number from 0 to 1"),
     ({"mode": "sepia"}, "one of blur, image, color, passthrough"),
     ({"camera": "1"}, "cannot change while vbg runs"),
     ({"background": "../../etc/passwd"}, "unknown background"),

@@ -57,6 +57,12 @@ def _add_look_options(parser: argparse.ArgumentParser) -> None:
     choice.add_argument("--mode", choices=MODES, help="passthrough sends the camera image unchanged")
     background.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
                             help="flip the image left-right")
+    background.add_argument("--unmix", action=argparse.BooleanOptionalAction, default=None,
+                            help="take the old background's colour out of hair and edges, so no halo of the "
+                                 "real room shows in the new background (default on)")
+    background.add_argument("--light-wrap", type=float, metavar="0-1",
+                            help="let the new background's light spill over the person's edges (default 0 = off; "
+                                 "0.3 looks natural)")
 
     model = parser.add_argument_group("matting")
     model.add_argument("--model", metavar="NAME", help=f"model from `vbg models list` (default {Settings.model})")

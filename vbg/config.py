@@ -108,6 +108,8 @@ class Settings:
     device: str = _setting("auto", _choice(*DEVICES), "where inference runs")
     smoothing: float = _setting(0.6, _number(0, 1), "temporal smoothing strength, 0 turns it off")
     refine: bool = _setting(True, _boolean, "edges guided by the full-resolution frame (else plain upsampling)")
+    unmix: bool = _setting(True, _boolean, "take the old background's colour out of the person's edges")
+    light_wrap: float = _setting(0.0, _number(0, 1), "how much of the new background's light spills over the edges")
     output: str = _setting("vcam", _string, "'vcam', 'null' or a video file path")
     vcam_device: str | None = _setting(None, _string, "virtual camera device, e.g. /dev/video10")
     vcam_backend: str | None = _setting(None, _string, "pyvirtualcam backend (v4l2loopback, obs, ...)")

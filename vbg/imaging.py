@@ -1,4 +1,4 @@
-"""Small image operations shared by sources, backgrounds and the compositor."""
+"""Small image operations shared by sources, backgrounds, the matte path and the compositor."""
 
 from __future__ import annotations
 
@@ -44,7 +44,3 @@ def to_bgr(image: np.ndarray) -> np.ndarray:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
     return image
 
-
-def composite(frame: np.ndarray, alpha: np.ndarray, background: np.ndarray) -> np.ndarray:
-    """``frame * alpha + background * (1 - alpha)`` in uint8; ``alpha`` is float32 HxW in [0, 1]."""
-    return cv2.blendLinear(frame, background, alpha, 1.0 - alpha)

@@ -38,7 +38,8 @@ import numpy as np
 from vbg.backgrounds import Background, background_choices, background_path, open_background
 from vbg.config import Settings, parse_size
 from vbg.errors import VbgError
-from vbg.imaging import composite, cover_fit
+from vbg.compositing import Compositor
+from vbg.imaging import cover_fit
 from vbg.matting import Matter
 from vbg.registry import ensure_model, get_spec
 from vbg.reload import ConfigWatcher
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 
 RECONNECT_INTERVAL_S = 1.0
 IDLE_POLL_S = 0.2
-LIVE_SETTINGS = frozenset({"mode", "background", "blur", "color", "mirror", "smoothing"})
+LIVE_SETTINGS = frozenset({"mode", "background", "blur", "color", "mirror", "smoothing", "unmix", "light_wrap"})
 REPEAT_AFTER_S = 0.25  # live output with no new frame for this long repeats the last one
 WARM_FRAMES = 150  # memory is compared from this frame on: allocations before it are warm-up
 
@@ -162,6 +163,7 @@ class Pipeline:
         self._errors: list[BaseException] = []
         self.clock = StageClock()
         self._matter = Matter(session, settings.smoothing, self.clock, settings.refine) if session else None
+        self._compositor = Compositor(settings.unmix, settings.light_wrap)
         policy, capacity = ("drop_oldest", 2) if self.live else ("block", 4)
         self._frames: RingBuffer[Packet] = RingBuffer(capacity, policy)  # capture → composite (live)
         self._to_infer: RingBuffer[Packet] = RingBuffer(1 if self.live else capacity, policy)
@@ -238,7 +240,7 @@ class Pipeline:
             if packet.alpha is None:  # stopped before the first matte
                 return packet
         with self.clock.time("composite"):
-            packet.image = composite(packet.frame, packet.alpha, self.background.render(packet.frame))
+            packet.image = self._compositor(packet.frame, packet.alpha, self.background.render(packet.frame))
         return packet
 
     def _output(self) -> None:
@@ -299,6 +301,7 @@ class Pipeline:
                     raise VbgError("a file-to-file run cannot switch between passthrough and matting")
             if self._matter is not None:
                 self._matter.smoother.strength = new.smoothing
+            self._compositor.unmix, self._compositor.light_wrap = new.unmix, new.light_wrap
             if background is not self.background:
                 self._retired.append(self.background)
                 self.background = background

@@ -195,7 +195,8 @@ class ControlServer:
         settings = self.pipeline.settings
         return {"mode": settings.mode, "background": Path(settings.background).name if settings.background else None,
                 "blur": settings.blur, "color": settings.color, "mirror": settings.mirror,
-                "smoothing": settings.smoothing, "fps": round(self.pipeline.stats.current_fps, 1),
+                "smoothing": settings.smoothing, "unmix": settings.unmix, "light_wrap": settings.light_wrap,
+                "fps": round(self.pipeline.stats.current_fps, 1),
                 "backgrounds": list(self.backgrounds()), "viewers": self.stream.viewers}
 
     def change(self, body: dict[str, Any]) -> dict[str, Any]:
