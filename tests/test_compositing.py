@@ -81,3 +81,14 @@ def test_any_setting_gives_a_frame_sized_uint8_image(unmix, light_wrap):
     alpha = soft_person()
     out = Compositor(unmix, light_wrap)(camera_frame(alpha), alpha, filled(NEW_BEACH))
     assert out.shape == (HEIGHT, WIDTH, 3) and out.dtype == np.uint8
+
+
+def test_foreground_for_alpha_outputs_is_the_persons_own_colour():
+    """The OBS page sends colour and alpha; OBS then composites, so the colour must be F, not the mix."""
+    alpha = soft_person()
+    frame = camera_frame(alpha)
+    colour = Compositor(unmix=True).foreground(frame, alpha).astype(np.float32)
+    visible = alpha > 0.2  # where the colour shows enough to matter
+    assert np.abs(colour - SKIN)[visible].max() < 12
+    assert np.abs(frame.astype(np.float32) - SKIN)[visible].max() > 60  # the raw mix was far off
+    assert Compositor(unmix=False).foreground(frame, alpha) is frame

@@ -74,6 +74,14 @@ def _old_background(frame: np.ndarray, alpha: np.ndarray, small_size: tuple[int,
     return estimate[small_rows, small_cols]
 
 
+def _person(edges: _Edges, pixels: np.ndarray) -> np.ndarray:
+    """α·F at the edge pixels: the frame's ``pixels`` less the old background's share, kept
+    within [0, α·255] (without an estimate: α·frame, the plain paste)."""
+    if edges.old_background is None:
+        return edges.alpha * pixels
+    return np.clip(pixels - (1.0 - edges.alpha) * edges.old_background, 0.0, 255.0 * edges.alpha)
+
+
 class Compositor:
     """``frame`` over ``background`` through ``alpha``, with the old background's colour
     taken out of the edges (``unmix``) and ``light_wrap`` (0 to 1) of the new background's
@@ -93,26 +101,38 @@ class Compositor:
         wrap = self.light_wrap > 0.0
         if not (self.unmix or wrap):
             return out
-        settings = (self.unmix, wrap)
-        if alpha is not self._matte or settings != self._settings:
-            self._matte, self._settings = alpha, settings
-            self._edges = _Edges(alpha, frame, self.unmix, wrap)
-        edges = self._edges
+        edges = self._edges_of(alpha, frame, self.unmix, wrap)
         if edges.index.size == 0:
             return out
         pixels = np.take(frame.reshape(-1, 3), edges.index, axis=0).astype(np.float32)
         behind = np.take(background.reshape(-1, 3), edges.index, axis=0).astype(np.float32)
-        uncovered = 1.0 - edges.alpha
-        if edges.old_background is None:
-            person = edges.alpha * pixels
-        else:  # α·F: the frame less the old background's share, never more than α·255 nor below 0
-            person = np.clip(pixels - uncovered * edges.old_background, 0.0, 255.0 * edges.alpha)
-        result = person + uncovered * behind
+        result = _person(edges, pixels) + (1.0 - edges.alpha) * behind
         if edges.wrap is not None:
             light = np.take(self._light(background).reshape(-1, 3), edges.index, axis=0).astype(np.float32)
             result += (self.light_wrap * edges.wrap) * (light - result)
         out.reshape(-1)[edges.channels] = np.clip(result + 0.5, 0.0, 255.0).astype(np.uint8).reshape(-1)
         return out
+
+    def foreground(self, frame: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        """The person's own colour F: ``frame`` with the old background taken out of its
+        edges, for outputs that carry alpha and are composited elsewhere (the OBS page)."""
+        if not self.unmix:
+            return frame
+        edges = self._edges_of(alpha, frame, unmix=True, wrap=False)
+        if edges.index.size == 0:
+            return frame
+        pixels = np.take(frame.reshape(-1, 3), edges.index, axis=0).astype(np.float32)
+        colour = _person(edges, pixels) / edges.alpha
+        out = frame.copy()
+        out.reshape(-1)[edges.channels] = np.clip(colour + 0.5, 0.0, 255.0).astype(np.uint8).reshape(-1)
+        return out
+
+    def _edges_of(self, alpha: np.ndarray, frame: np.ndarray, unmix: bool, wrap: bool) -> _Edges:
+        """The edge data of ``alpha``, made once per matte (and per change of settings)."""
+        if alpha is not self._matte or (unmix, wrap) != self._settings:
+            self._matte, self._settings = alpha, (unmix, wrap)
+            self._edges = _Edges(alpha, frame, unmix, wrap)
+        return self._edges
 
     def _light(self, background: np.ndarray) -> np.ndarray:
         """The new background, blurred: the light it casts (kept while the same image is reused)."""

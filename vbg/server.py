@@ -21,6 +21,7 @@ import secrets
 import socket
 import struct
 import threading
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -32,6 +33,7 @@ import cv2
 import numpy as np
 
 from vbg.backgrounds import background_choices
+from vbg.compositing import Compositor
 from vbg.errors import VbgError
 from vbg.ringbuffer import Latest
 from vbg.sources import read_image
@@ -59,7 +61,9 @@ class ObsStream:
     which only drops its newest packet into a one-slot buffer (:meth:`offer`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, unmix: Callable[[], bool] = lambda: True) -> None:
+        self._unmix = unmix  # whether the person's edges are sent free of the old room (a live setting)
+        self._compositor = Compositor()
         self._latest: Latest[Packet] = Latest()
         self._viewers: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -96,7 +100,8 @@ class ObsStream:
             if packet is None or version == sent:
                 continue
             sent = version
-            message = encode_person(packet)
+            self._compositor.unmix = self._unmix()
+            message = encode_person(packet, self._compositor)
             with self._lock:
                 viewers = list(self._viewers)
             for connection in viewers:
@@ -106,11 +111,18 @@ class ObsStream:
                     self.remove(connection)
 
 
-def encode_person(packet: Packet) -> bytes:
-    """The person with real alpha: colour JPEG and alpha JPEG, length-prefixed."""
-    alpha = packet.alpha if packet.alpha is not None else np.ones(packet.frame.shape[:2], np.float32)
+def encode_person(packet: Packet, compositor: Compositor | None = None) -> bytes:
+    """The person with real alpha: colour JPEG and alpha JPEG, length-prefixed. With a
+    ``compositor`` the colour is the person's own at the edges, free of the old room."""
+    frame = packet.frame
+    if packet.alpha is None:
+        alpha = np.ones(frame.shape[:2], np.float32)
+    else:
+        alpha = packet.alpha
+        if compositor is not None:
+            frame = compositor.foreground(frame, alpha)
     alpha8 = (alpha * 255.0 + 0.5).astype(np.uint8) if alpha.dtype != np.uint8 else alpha
-    colour = cv2.imencode(".jpg", packet.frame, [cv2.IMWRITE_JPEG_QUALITY, STREAM_JPEG_QUALITY])[1].tobytes()
+    colour = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, STREAM_JPEG_QUALITY])[1].tobytes()
     mask = cv2.imencode(".jpg", alpha8, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
     return struct.pack(">I", len(colour)) + colour + mask
 
@@ -157,7 +169,7 @@ class ControlServer:
                  token: str | None = None) -> None:
         self.pipeline = pipeline
         self.token = token or (None if is_loopback(host) else secrets.token_urlsafe(16))
-        self.stream = ObsStream()
+        self.stream = ObsStream(unmix=lambda: pipeline.settings.unmix)
         pipeline.taps.append(self.stream.offer)
         handler = type("Handler", (_Handler,), {"control": self})
         try:
