@@ -15,7 +15,6 @@ from vbg.session import MattingSession
 from vbg.smoothing import TemporalSmoother
 from vbg.timing import StageClock
 
-
 THUMBNAIL_SIZE = (32, 18)
 SCENE_CUT = 0.2  # mean grey difference of the thumbnails; a person moving stays far below
 

@@ -30,6 +30,7 @@ from vbg.imaging import shrink
 
 MAX_KEEP = 0.9  # a share of history of 1 would freeze the matte
 FLOW_MAX_WIDTH = 512  # mattes at frame size (RVM) get their flow at a reduced size
+FLOW_MIN_SIDE = 16  # DIS needs a few patches' worth of image; smaller mattes pass through
 
 
 class TemporalSmoother:
@@ -62,7 +63,8 @@ class TemporalSmoother:
         """The smoothed matte for ``alpha`` (float32 HxW) of ``frame`` (BGR uint8, any size)."""
         grey = cv2.cvtColor(shrink(frame, _flow_size(alpha.shape)), cv2.COLOR_BGR2GRAY)
         previous = self._previous
-        if self.strength == 0.0 or previous is None or previous[1].shape != alpha.shape:
+        if (self.strength == 0.0 or previous is None or previous[1].shape != alpha.shape
+                or min(grey.shape) < FLOW_MIN_SIDE):
             self._previous = (grey, alpha, alpha)
             return alpha
         previous_grey, previous_raw, previous_result = previous
