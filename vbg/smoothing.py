@@ -16,9 +16,9 @@ previous frame moved along the flow must look like the new one, and the forward 
 backward flows must agree (they do not where the person uncovers the background).
 The flow is DIS (OpenCV) at the matte's resolution, about 5 ms per matte here.
 
-On the dev clips (int8 MODNet at 256, guided upsampling, 720p) this takes MAD from
-7.59 to 7.46 and dtSSD from 4.30 to 3.45 (strength 0.6); the earlier per-pixel
-exponential filter without motion compensation gave 7.72 / 4.31.
+On the dev clips (`vbg eval`, int8 MODNet at 256, guided upsampling, 720p) this takes
+MAD from 7.59 to 7.39 and dtSSD from 4.33 to 3.43 (strength 0.6); a per-pixel
+exponential filter without motion compensation managed 7.72 / 4.31.
 """
 
 from __future__ import annotations
