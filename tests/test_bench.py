@@ -17,7 +17,7 @@ from vbg.session import MattingSession
 from vbg.sources import SyntheticSource
 
 pytestmark = pytest.mark.usefixtures("modnet_path")
-STAGES = {"capture", "preprocess", "inference", "smoothing", "refinement", "composite", "output"}
+STAGES = {"capture", "preprocess", "inference", "smoothing", "refinement", "edges", "composite", "output"}
 
 
 def bench_json(capsys, *argv: str) -> dict:

@@ -92,3 +92,14 @@ def test_foreground_for_alpha_outputs_is_the_persons_own_colour():
     assert np.abs(colour - SKIN)[visible].max() < 12
     assert np.abs(frame.astype(np.float32) - SKIN)[visible].max() > 60  # the raw mix was far off
     assert Compositor(unmix=False).foreground(frame, alpha) is frame
+
+
+def test_edges_made_on_the_matte_thread_are_used_until_the_settings_change():
+    alpha = soft_person()
+    frame, beach = camera_frame(alpha), filled(NEW_BEACH)
+    compositor = Compositor(unmix=True)
+    ready = compositor.edges(alpha, frame)
+    assert np.array_equal(compositor(frame, alpha, beach, ready), Compositor(unmix=True)(frame, alpha, beach))
+    compositor.unmix = False  # switched off from the control page while this matte is still in use
+    assert np.array_equal(compositor(frame, alpha, beach, ready), Compositor(unmix=False)(frame, alpha, beach))
+    assert Compositor(unmix=False).edges(alpha, frame) is None

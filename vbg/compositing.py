@@ -30,11 +30,13 @@ PLAIN = 0.02  # alpha below this (at that size) is plain background
 WRAP_SIGMA = 0.01  # light wrap reach and background blur, as a fraction of the frame width
 
 
-class _Edges:
+class Edges:
     """What one matte needs for every frame composited with it: its edge band and, there,
-    alpha and the old background's estimated colour."""
+    alpha and the old background's estimated colour (and the light wrap's reach)."""
 
     def __init__(self, alpha: np.ndarray, frame: np.ndarray, unmix: bool, wrap: bool) -> None:
+        self.matte = alpha
+        self.settings = (unmix, wrap)
         h, w = alpha.shape
         small_size = (max(1, w // ESTIMATE_SCALE), max(1, h // ESTIMATE_SCALE))
         band = (alpha > EDGE) & (alpha < 1.0 - EDGE) if unmix else np.zeros(alpha.shape, bool)
@@ -47,11 +49,13 @@ class _Edges:
         self.index = np.flatnonzero(band)  # pixels, into a frame viewed as N x 3
         self.channels = (self.index[:, None] * 3 + np.arange(3)).reshape(-1)  # their values, into the flat frame
         self.alpha = alpha.reshape(-1)[self.index][:, None]
+        self.uncovered = 1.0 - self.alpha  # the old (and new) background's share of each edge pixel
+        self.ceiling = 255.0 * self.alpha  # the most the person can contribute: α·255
         if wrap:
             self.wrap = reach.reshape(-1)[self.index][:, None]
-        self.old_background = None
+        self.old_share = None  # (1−α)·B_old: what the old background put into each edge pixel
         if unmix:
-            self.old_background = _old_background(frame, alpha, small_size, self.index)
+            self.old_share = self.uncovered * _old_background(frame, alpha, small_size, self.index)
 
 
 def _old_background(frame: np.ndarray, alpha: np.ndarray, small_size: tuple[int, int],
@@ -74,39 +78,47 @@ def _old_background(frame: np.ndarray, alpha: np.ndarray, small_size: tuple[int,
     return estimate[small_rows, small_cols]
 
 
-def _person(edges: _Edges, pixels: np.ndarray) -> np.ndarray:
+def _person(edges: Edges, pixels: np.ndarray) -> np.ndarray:
     """α·F at the edge pixels: the frame's ``pixels`` less the old background's share, kept
     within [0, α·255] (without an estimate: α·frame, the plain paste)."""
-    if edges.old_background is None:
+    if edges.old_share is None:
         return edges.alpha * pixels
-    return np.clip(pixels - (1.0 - edges.alpha) * edges.old_background, 0.0, 255.0 * edges.alpha)
+    return np.clip(pixels - edges.old_share, 0.0, edges.ceiling)
 
 
 class Compositor:
     """``frame`` over ``background`` through ``alpha``, with the old background's colour
     taken out of the edges (``unmix``) and ``light_wrap`` (0 to 1) of the new background's
-    light over them. Keeps the work of one matte for the frames that reuse it."""
+    light over them. The work that depends only on the matte is done once per matte, by
+    :meth:`edges` (which may run on the matte's own thread) or on first use."""
 
     def __init__(self, unmix: bool = True, light_wrap: float = 0.0) -> None:
         self.unmix = unmix
         self.light_wrap = light_wrap
-        self._matte: np.ndarray | None = None
-        self._edges: _Edges | None = None
-        self._settings: tuple[bool, bool] | None = None
+        self._edges: Edges | None = None
         self._wrap_source: np.ndarray | None = None
         self._wrap_light: np.ndarray | None = None
 
-    def __call__(self, frame: np.ndarray, alpha: np.ndarray, background: np.ndarray) -> np.ndarray:
+    def edges(self, alpha: np.ndarray, frame: np.ndarray) -> Edges | None:
+        """The per-matte work for the current settings (None: nothing to do). It keeps no
+        state, so the matte's thread can do it and spare the compositing thread."""
+        wrap = self.light_wrap > 0.0
+        return Edges(alpha, frame, self.unmix, wrap) if (self.unmix or wrap) else None
+
+    def __call__(self, frame: np.ndarray, alpha: np.ndarray, background: np.ndarray,
+                 edges: Edges | None = None) -> np.ndarray:
+        """The composite of ``frame`` (BGR uint8) over ``background`` through ``alpha``;
+        ``edges``: from :meth:`edges` for this matte, if already made."""
         out = cv2.blendLinear(frame, background, alpha, 1.0 - alpha)  # frame·α + background·(1−α), uint8
         wrap = self.light_wrap > 0.0
         if not (self.unmix or wrap):
             return out
-        edges = self._edges_of(alpha, frame, self.unmix, wrap)
+        edges = self._edges_of(alpha, frame, self.unmix, wrap, edges)
         if edges.index.size == 0:
             return out
         pixels = np.take(frame.reshape(-1, 3), edges.index, axis=0).astype(np.float32)
         behind = np.take(background.reshape(-1, 3), edges.index, axis=0).astype(np.float32)
-        result = _person(edges, pixels) + (1.0 - edges.alpha) * behind
+        result = _person(edges, pixels) + edges.uncovered * behind
         if edges.wrap is not None:
             light = np.take(self._light(background).reshape(-1, 3), edges.index, axis=0).astype(np.float32)
             result += (self.light_wrap * edges.wrap) * (light - result)
@@ -127,11 +139,15 @@ class Compositor:
         out.reshape(-1)[edges.channels] = np.clip(colour + 0.5, 0.0, 255.0).astype(np.uint8).reshape(-1)
         return out
 
-    def _edges_of(self, alpha: np.ndarray, frame: np.ndarray, unmix: bool, wrap: bool) -> _Edges:
-        """The edge data of ``alpha``, made once per matte (and per change of settings)."""
-        if alpha is not self._matte or (unmix, wrap) != self._settings:
-            self._matte, self._settings = alpha, (unmix, wrap)
-            self._edges = _Edges(alpha, frame, unmix, wrap)
+    def _edges_of(self, alpha: np.ndarray, frame: np.ndarray, unmix: bool, wrap: bool,
+                  ready: Edges | None = None) -> Edges:
+        """The edge data of ``alpha`` for these settings: ``ready`` if it fits, else the last
+        one made if it fits, else made now."""
+        for candidate in (ready, self._edges):
+            if candidate is not None and candidate.matte is alpha and candidate.settings == (unmix, wrap):
+                self._edges = candidate
+                return candidate
+        self._edges = Edges(alpha, frame, unmix, wrap)
         return self._edges
 
     def _light(self, background: np.ndarray) -> np.ndarray:

@@ -38,7 +38,7 @@ import numpy as np
 from vbg.backgrounds import Background, background_choices, background_path, open_background
 from vbg.config import Settings, parse_size
 from vbg.errors import VbgError
-from vbg.compositing import Compositor
+from vbg.compositing import Compositor, Edges
 from vbg.imaging import cover_fit
 from vbg.matting import Matter
 from vbg.registry import ensure_model, get_spec
@@ -67,6 +67,7 @@ class Packet:
     captured_at: float
     frame: np.ndarray
     alpha: np.ndarray | None = None  # model resolution after infer, frame resolution after smooth
+    edges: Edges | None = None  # the compositor's per-matte work, done on the matte's thread
     image: np.ndarray | None = None  # the composited output
 
 
@@ -170,7 +171,7 @@ class Pipeline:
         self._inferred: RingBuffer[Packet] = RingBuffer(capacity, policy)
         self._smoothed: RingBuffer[Packet] = RingBuffer(capacity, policy)  # smooth → composite (lossless)
         self._composited: RingBuffer[Packet] = RingBuffer(capacity, policy)
-        self._latest_matte: Latest[np.ndarray] = Latest()
+        self._latest_matte: Latest[tuple[np.ndarray, Edges | None]] = Latest()
         self._buffers = [self._frames, self._to_infer, self._inferred, self._smoothed, self._composited]
 
     # -- stages ---------------------------------------------------------------------------
@@ -227,8 +228,10 @@ class Pipeline:
 
     def _smooth(self, packet: Packet) -> Packet:
         packet.alpha = self._matter.finish(packet.alpha, packet.frame)
+        with self.clock.time("edges"):
+            packet.edges = self._compositor.edges(packet.alpha, packet.frame)
         if self.live:
-            self._latest_matte.publish(packet.alpha)
+            self._latest_matte.publish((packet.alpha, packet.edges))
         return packet
 
     def _composite(self, packet: Packet) -> Packet:
@@ -236,11 +239,13 @@ class Pipeline:
             packet.image = packet.frame
             return packet
         if self.live:
-            packet.alpha = self._latest_matte.wait()  # only the first matte is waited for
-            if packet.alpha is None:  # stopped before the first matte
+            matte = self._latest_matte.wait()  # only the first matte is waited for
+            if matte is None:  # stopped before the first matte
                 return packet
+            packet.alpha, packet.edges = matte
         with self.clock.time("composite"):
-            packet.image = self._compositor(packet.frame, packet.alpha, self.background.render(packet.frame))
+            packet.image = self._compositor(packet.frame, packet.alpha, self.background.render(packet.frame),
+                                            packet.edges)
         return packet
 
     def _output(self) -> None:
