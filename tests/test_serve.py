@@ -65,6 +65,12 @@ def test_post_changes_the_running_output(live):
         ws.close()
 
 
+def test_edge_colour_and_light_wrap_change_while_running(live):
+    status, state = live.post({"unmix": False, "light_wrap": 0.3})
+    assert status == 200 and (state["unmix"], state["light_wrap"]) == (False, 0.3)
+    assert (live.pipeline._compositor.unmix, live.pipeline._compositor.light_wrap) == (False, 0.3)
+
+
 @pytest.mark.parametrize("body, message", [
     ({"blur": 500}, "setting 'blur' must be a number from 1 to 100"),
     ({"light_wrap": 3}, "setting 'light_wrap' must be a number from 0 to 1"),
