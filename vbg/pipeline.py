@@ -35,10 +35,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-from vbg.backgrounds import Background, background_choices, background_path, open_background
+from vbg.backgrounds import (
+    Background,
+    background_choices,
+    background_path,
+    open_background,
+)
+from vbg.compositing import Compositor, Edges
 from vbg.config import Settings, parse_size
 from vbg.errors import VbgError
-from vbg.compositing import Compositor, Edges
 from vbg.imaging import cover_fit
 from vbg.matting import Matter
 from vbg.registry import ensure_model, get_spec
