@@ -103,3 +103,12 @@ def test_edges_made_on_the_matte_thread_are_used_until_the_settings_change():
     compositor.unmix = False  # switched off from the control page while this matte is still in use
     assert np.array_equal(compositor(frame, alpha, beach, ready), Compositor(unmix=False)(frame, alpha, beach))
     assert Compositor(unmix=False).edges(alpha, frame) is None
+
+
+def test_the_obs_foreground_reuses_the_pipelines_edges_even_with_light_wrap_on():
+    alpha = soft_person()
+    frame = camera_frame(alpha)
+    ready = Compositor(unmix=True, light_wrap=0.5).edges(alpha, frame)
+    alone = Compositor(unmix=True).foreground(frame, alpha)
+    shared = Compositor(unmix=True).foreground(frame, alpha, ready)
+    assert np.abs(shared.astype(int) - alone.astype(int)).max() <= 1

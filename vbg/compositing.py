@@ -125,12 +125,14 @@ class Compositor:
         out.reshape(-1)[edges.channels] = np.clip(result + 0.5, 0.0, 255.0).astype(np.uint8).reshape(-1)
         return out
 
-    def foreground(self, frame: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    def foreground(self, frame: np.ndarray, alpha: np.ndarray, edges: Edges | None = None) -> np.ndarray:
         """The person's own colour F: ``frame`` with the old background taken out of its
-        edges, for outputs that carry alpha and are composited elsewhere (the OBS page)."""
+        edges, for outputs that carry alpha and are composited elsewhere (the OBS page).
+        ``edges``: made for this matte by :meth:`edges`; any with unmixing on will do."""
         if not self.unmix:
             return frame
-        edges = self._edges_of(alpha, frame, unmix=True, wrap=False)
+        if edges is None or edges.matte is not alpha or edges.old_share is None:
+            edges = self._edges_of(alpha, frame, unmix=True, wrap=False)
         if edges.index.size == 0:
             return frame
         pixels = np.take(frame.reshape(-1, 3), edges.index, axis=0).astype(np.float32)

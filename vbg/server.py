@@ -120,7 +120,7 @@ def encode_person(packet: Packet, compositor: Compositor | None = None) -> bytes
     else:
         alpha = packet.alpha
         if compositor is not None:
-            frame = compositor.foreground(frame, alpha)
+            frame = compositor.foreground(frame, alpha, packet.edges)  # the pipeline's per-matte work, reused
     alpha8 = (alpha * 255.0 + 0.5).astype(np.uint8) if alpha.dtype != np.uint8 else alpha
     colour = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, STREAM_JPEG_QUALITY])[1].tobytes()
     mask = cv2.imencode(".jpg", alpha8, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
