@@ -78,6 +78,17 @@ def _old_background(frame: np.ndarray, alpha: np.ndarray, small_size: tuple[int,
     return estimate[small_rows, small_cols]
 
 
+def _gather(image: np.ndarray, edges: Edges) -> np.ndarray:
+    """``image``'s values at the edge pixels, float32 Nx3."""
+    return np.take(image.reshape(-1, 3), edges.index, axis=0).astype(np.float32)
+
+
+def _scatter(values: np.ndarray, edges: Edges, out: np.ndarray) -> np.ndarray:
+    """``out`` with its edge pixels set to ``values`` (Nx3 floats, rounded into uint8)."""
+    out.reshape(-1)[edges.channels] = np.clip(values + 0.5, 0.0, 255.0).astype(np.uint8).reshape(-1)
+    return out
+
+
 def _person(edges: Edges, pixels: np.ndarray) -> np.ndarray:
     """α·F at the edge pixels: the frame's ``pixels`` less the old background's share, kept
     within [0, α·255] (without an estimate: α·frame, the plain paste)."""
@@ -116,14 +127,10 @@ class Compositor:
         edges = self._edges_of(alpha, frame, self.unmix, wrap, edges)
         if edges.index.size == 0:
             return out
-        pixels = np.take(frame.reshape(-1, 3), edges.index, axis=0).astype(np.float32)
-        behind = np.take(background.reshape(-1, 3), edges.index, axis=0).astype(np.float32)
-        result = _person(edges, pixels) + edges.uncovered * behind
+        result = _person(edges, _gather(frame, edges)) + edges.uncovered * _gather(background, edges)
         if edges.wrap is not None:
-            light = np.take(self._light(background).reshape(-1, 3), edges.index, axis=0).astype(np.float32)
-            result += (self.light_wrap * edges.wrap) * (light - result)
-        out.reshape(-1)[edges.channels] = np.clip(result + 0.5, 0.0, 255.0).astype(np.uint8).reshape(-1)
-        return out
+            result += (self.light_wrap * edges.wrap) * (_gather(self._light(background), edges) - result)
+        return _scatter(result, edges, out)
 
     def foreground(self, frame: np.ndarray, alpha: np.ndarray, edges: Edges | None = None) -> np.ndarray:
         """The person's own colour F: ``frame`` with the old background taken out of its
@@ -135,11 +142,7 @@ class Compositor:
             edges = self._edges_of(alpha, frame, unmix=True, wrap=False)
         if edges.index.size == 0:
             return frame
-        pixels = np.take(frame.reshape(-1, 3), edges.index, axis=0).astype(np.float32)
-        colour = _person(edges, pixels) / edges.alpha
-        out = frame.copy()
-        out.reshape(-1)[edges.channels] = np.clip(colour + 0.5, 0.0, 255.0).astype(np.uint8).reshape(-1)
-        return out
+        return _scatter(_person(edges, _gather(frame, edges)) / edges.alpha, edges, frame.copy())
 
     def _edges_of(self, alpha: np.ndarray, frame: np.ndarray, unmix: bool, wrap: bool,
                   ready: Edges | None = None) -> Edges:
