@@ -82,6 +82,47 @@ def test_usage_mistakes(capsys, argv, fragment):
     assert fragment in one_line_error(capsys, argv)
 
 
+@pytest.mark.parametrize("argv, setting", [
+    (["--smoothing", "nan"], "smoothing"),
+    (["--blur", "nan"], "blur"),
+    (["--light-wrap", "inf"], "light_wrap"),
+    (["--camera-fps=-inf"], "camera_fps"),
+])
+def test_nan_and_infinity_are_refused(capsys, person_video, argv, setting):
+    line = one_line_error(capsys, ["--input", str(person_video), "--output", "null", *argv])
+    assert f"setting '{setting}' must be a number" in line
+
+
+def test_nan_in_a_config_file_is_refused(capsys, tmp_path):
+    config = tmp_path / "mine.toml"
+    config.write_text("smoothing = nan\n")
+    line = one_line_error(capsys, ["--config", str(config)])
+    assert str(config) in line and "setting 'smoothing' must be a number from 0 to 1" in line
+
+
+def test_folder_given_to_bg_is_named_as_a_folder(capsys, tmp_path):
+    line = one_line_error(capsys, ["--bg", str(tmp_path), "--output", "null"])
+    assert f"background {tmp_path} is a folder" in line and "--backgrounds" in line
+
+
+@pytest.mark.parametrize("field, value, fragment", [
+    ("size", "big", "'size' must be a byte count"),
+    ("sha256", 42, "'sha256' must be 64 hex digits"),
+    ("default_matte_size", 2.5, "'default_matte_size' must be an integer"),
+    ("input", "rgb", "must be tables"),
+])
+def test_wrong_type_in_the_local_registry_is_one_line(capsys, monkeypatch, tmp_path, field, value, fragment):
+    import json
+
+    from vbg.registry import _package_tables
+
+    monkeypatch.setenv("VBG_CACHE_DIR", str(tmp_path))
+    table = {**_package_tables()["modnet"], field: value, "path": str(tmp_path / "mine.onnx")}
+    (tmp_path / "registry.json").write_text(json.dumps({"mine": table}))
+    line = one_line_error(capsys, ["models", "list"])
+    assert "model registry entry 'mine'" in line and fragment in line
+
+
 def test_models_path_before_pull(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("VBG_CACHE_DIR", str(tmp_path))
     assert "run `vbg models pull modnet`" in one_line_error(capsys, ["models", "path", "modnet"])

@@ -140,6 +140,9 @@ def background_path(settings: Settings) -> Path:
     if not settings.background:
         raise VbgError("mode 'image' needs a background: pass --bg IMAGE_OR_VIDEO")
     path = Path(settings.background).expanduser()
+    if path.is_dir():
+        raise VbgError(f"background {path} is a folder; pass one image or video file to --bg, "
+                       "or the folder to --backgrounds to choose from it while running")
     if not path.is_file():
         raise VbgError(f"background {path} does not exist; pass an image or video file to --bg")
     return path

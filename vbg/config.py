@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +53,7 @@ def _number(low: float, high: float | None = None, integer: bool = False):
     def check(value: Any) -> str | None:
         kind = int if integer else (int, float)
         bad_type = isinstance(value, bool) or not isinstance(value, kind)
-        if bad_type or value < low or (high is not None and value > high):
+        if bad_type or not math.isfinite(value) or value < low or (high is not None and value > high):
             span = f"from {low} to {high}" if high is not None else f"at least {low}"
             return f"{'an integer' if integer else 'a number'} {span}"
         return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import subprocess
@@ -72,36 +73,77 @@ class ModelSpec:
         return self.licence.upper().startswith(("GPL", "AGPL", "LGPL"))
 
 
+def _field(table: dict, key: str, kind: type, where: str, check=None, hint: str = ""):
+    """``table[key]`` if it is a ``kind`` (and passes ``check``); else a one-line error naming it."""
+    value = table[key]
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    if not ok or (check is not None and not check(value)):
+        wanted = hint or {str: "a non-empty string", int: "an integer"}.get(kind, kind.__name__)
+        raise VbgError(f"model registry entry '{where}': '{key}' must be {wanted} (got {value!r})")
+    return value
+
+
+def _numbers(table: dict, key: str, where: str, count: int, integer: bool = False,
+             positive: bool = False) -> tuple:
+    """``count`` finite numbers, e.g. the normalisation's mean and std or a shape."""
+    kind = int if integer else (int, float)
+
+    def ok(values: list) -> bool:
+        return len(values) == count and all(
+            isinstance(v, kind) and not isinstance(v, bool) and math.isfinite(v) and (v > 0 or not positive)
+            for v in values)
+    hint = f"a list of {count} {'positive ' if positive else ''}{'integers' if integer else 'numbers'}"
+    return tuple(_field(table, key, list, where, ok, hint))
+
+
+def _is_sha256(value: str) -> bool:
+    return value == "" or (len(value) == 64 and all(c in "0123456789abcdefABCDEF" for c in value))
+
+
 def _spec_from_table(name: str, table: dict) -> ModelSpec:
+    """A :class:`ModelSpec` from a registry table, every field checked: the local registry is a
+    file a user can edit, so a wrong type must be a clear error, not a traceback."""
+    def text(part: dict, key: str) -> str:
+        return _field(part, key, str, name, bool)
+
+    def optional_text(part: dict, key: str) -> str:
+        return text(part, key) if key in part else ""
+
     try:
         inp, out = table["input"], table["output"]
         src, rec, derive = table.get("source", {}), table.get("recurrent", {}), table.get("derive", {})
+        if not all(isinstance(part, dict) for part in (inp, out, src, rec, derive)):
+            raise VbgError(f"model registry entry '{name}': input, output, source, recurrent and derive "
+                           "must be tables")
         return ModelSpec(
             name=name,
-            file=table["file"],
-            sha256=table.get("sha256", "").lower(),
-            size=int(table.get("size", 0)),
-            licence=table["licence"],
-            description=table["description"],
-            default_matte_size=int(table["default_matte_size"]),
-            input_name=inp["name"],
-            resize=inp["resize"],
-            multiple=int(inp["multiple"]),
-            channels=inp["channels"],
-            mean=tuple(inp["mean"]),
-            std=tuple(inp["std"]),
-            alpha_output=out["alpha"],
-            wheel=src.get("wheel", ""),
-            member=src.get("member", ""),
-            path=table.get("path", ""),
-            derive_from=derive.get("from", ""),
+            file=text(table, "file"),
+            sha256=_field(table, "sha256", str, name, _is_sha256, "64 hex digits").lower()
+            if "sha256" in table else "",
+            size=_field(table, "size", int, name, lambda v: v >= 0, "a byte count") if "size" in table else 0,
+            licence=text(table, "licence"),
+            description=text(table, "description"),
+            default_matte_size=_field(table, "default_matte_size", int, name, lambda v: v >= 16,
+                                      "an integer of at least 16"),
+            input_name=text(inp, "name"),
+            resize=_field(inp, "resize", str, name, lambda v: v in ("matte", "frame"), "'matte' or 'frame'"),
+            multiple=_field(inp, "multiple", int, name, lambda v: v >= 1, "a positive integer"),
+            channels=_field(inp, "channels", str, name, lambda v: v in ("rgb", "bgr"), "'rgb' or 'bgr'"),
+            mean=_numbers(inp, "mean", name, 3),
+            std=_numbers(inp, "std", name, 3, positive=True),
+            alpha_output=text(out, "alpha"),
+            wheel=optional_text(src, "wheel"),
+            member=optional_text(src, "member"),
+            path=optional_text(table, "path"),
+            derive_from=optional_text(derive, "from"),
             variant=derive.get("variant", table.get("variant", "")),
             calibration=dict(table.get("calibration", {})),
-            fixed_shape=tuple(inp["fixed"]) if inp.get("fixed") else None,
+            fixed_shape=_numbers(inp, "fixed", name, 2, integer=True, positive=True) if inp.get("fixed") else None,
             extra_inputs=dict(table.get("extra_inputs", {})),
             recurrent_inputs=tuple(rec.get("inputs", ())),
             recurrent_outputs=tuple(rec.get("outputs", ())),
-            initial_state_shape=tuple(rec.get("initial_shape", (1, 1, 1, 1))),
+            initial_state_shape=_numbers(rec, "initial_shape", name, 4, integer=True, positive=True)
+            if "initial_shape" in rec else (1, 1, 1, 1),
         )
     except KeyError as missing:
         raise VbgError(f"model registry entry '{name}' lacks the key {missing}") from None
