@@ -7,7 +7,7 @@ The public surface is small: :func:`run` drives the whole pipeline from a
 
 from vbg.config import Settings, load_settings
 from vbg.errors import VbgError
-from vbg.pipeline import run
+from vbg.live import run
 
 __all__ = ["Settings", "VbgError", "load_settings", "run"]
 __version__ = "0.1.0"

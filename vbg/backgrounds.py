@@ -7,6 +7,7 @@ inference altogether.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Protocol
 
@@ -55,23 +56,35 @@ def color_background(color: str, size: tuple[int, int]) -> _Static:
 
 
 class VideoBackground:
-    """A video file behind the person, looped, one background frame per output frame."""
+    """A video file behind the person, looped, one background frame per output frame.
+
+    It may be closed while the compositor still renders it (replaced while running):
+    the capture is released at once and a render after that repeats the last image.
+    """
 
     needs_matte = True
 
     def __init__(self, path: Path, size: tuple[int, int]) -> None:
         self.name = f"video {path.name}"
-        self._video = VideoFileSource(path, loop=True)
+        self._video: VideoFileSource | None = VideoFileSource(path, loop=True)
         self._size = size
+        self._last: np.ndarray | None = None
+        self._lock = threading.Lock()
 
     def render(self, frame: np.ndarray) -> np.ndarray:
-        image = self._video.read()
-        if image is None:  # a file that stopped decoding mid-way: keep the frame size, go black
-            return np.zeros_like(frame)
-        return cover_fit(image, self._size)
+        with self._lock:
+            image = self._video.read() if self._video is not None else None
+            if image is not None:
+                self._last = cover_fit(image, self._size)
+            elif self._video is not None or self._last is None:  # stopped decoding mid-way: go black
+                self._last = np.zeros_like(frame)
+            return self._last
 
     def close(self) -> None:
-        self._video.close()
+        with self._lock:
+            if self._video is not None:
+                self._video.close()
+                self._video = None
 
 
 class BlurBackground:

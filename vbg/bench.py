@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from vbg.config import Settings, parse_size
-from vbg.pipeline import RunStats, run
+from vbg.live import run
+from vbg.pipeline import RunStats
 from vbg.sources import SyntheticSource, open_input
 
 DEFAULT_FPS = 30.0

@@ -136,10 +136,13 @@ def _run(argv: Sequence[str]) -> int:
     _configure_logging(args.verbose, args.quiet)
     settings = _settings_from(args)
 
-    from vbg.pipeline import run  # onnxruntime and OpenCV load only when needed
+    from vbg.live import run  # onnxruntime, OpenCV and aiohttp load only when needed
+
+    def announce(server) -> None:  # printed even with -q: the address (and its token) is how you get in
+        print(f"vbg: control panel {server.url}\nvbg: OBS browser source {server.obs_url}", file=sys.stderr)
 
     pinned = frozenset(key for key, value in _overrides(args).items() if value is not None)
-    stats = run(settings, config=Path(args.config) if args.config else None, pinned=pinned)
+    stats = run(settings, config=Path(args.config) if args.config else None, pinned=pinned, on_serve=announce)
     if not args.quiet:
         print(f"vbg: {stats.frames_out} frames out in {stats.elapsed_s:.1f} s ({stats.output_fps:.1f} fps), "
               f"{stats.dropped} dropped, {stats.mattes} mattes; provider {stats.provider}", file=sys.stderr)

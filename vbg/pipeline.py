@@ -2,7 +2,8 @@
 
 Each stage is a thread; stages are joined by bounded :class:`RingBuffer` s. While
 it runs, :meth:`Pipeline.apply` changes how the output looks (web panel, config
-reload, preview keys), and it pauses while nobody watches (:func:`nobody_watching`).
+reload, preview keys), and it pauses while :attr:`Pipeline.idle` says nobody watches
+(:mod:`vbg.live` attaches the server and the config watcher).
 
 * **Live** (a camera, or a file paced for a live output): capture never waits.
   Every captured frame goes to the compositor, and the newest one is offered to
@@ -23,13 +24,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -47,11 +46,9 @@ from vbg.errors import VbgError
 from vbg.imaging import cover_fit
 from vbg.matting import Matter
 from vbg.registry import ensure_model, get_spec
-from vbg.reload import ConfigWatcher
 from vbg.ringbuffer import Closed, Latest, RingBuffer
-from vbg.server import ControlServer
 from vbg.session import MattingSession
-from vbg.sinks import NullSink, PreviewSink, Sink, VirtualCameraSink, open_output
+from vbg.sinks import PreviewSink, Sink, open_output
 from vbg.sources import CameraSource, Source, open_input
 from vbg.timing import Pacer, StageClock
 
@@ -155,7 +152,6 @@ class Pipeline:
         self.taps: list[Callable[[Packet], None]] = []  # see every output packet; must not block
         self.idle: Callable[[], bool] | None = None  # True while nobody watches: capture and inference pause
         self._change_lock = threading.Lock()
-        self._retired: list[Background] = []  # replaced backgrounds, closed at the end (a stage may hold one)
         self._mode_before_passthrough = "blur" if settings.mode == "passthrough" else settings.mode
         for sink in sinks:
             if hasattr(sink, "on_key"):
@@ -313,8 +309,8 @@ class Pipeline:
                 self._matter.smoother.strength = new.smoothing
             self._compositor.unmix, self._compositor.light_wrap = new.unmix, new.light_wrap
             if background is not self.background:
-                self._retired.append(self.background)
-                self.background = background
+                self.background, replaced = background, self.background
+                replaced.close()  # safe while a stage still renders it; its file or capture is released now
             self.settings = new
         log.info("now: %s%s", background.name, ", mirrored" if new.mirror else "")
         return new
@@ -417,7 +413,7 @@ class Pipeline:
 
     def close(self) -> None:
         """Release the camera, the sinks and the background (each exactly once)."""
-        for resource in (self.source, *self.sinks, self.background, *self._retired):
+        for resource in (self.source, *self.sinks, self.background):
             try:
                 resource.close()
             except Exception:  # noqa: BLE001 - one failing release must not keep the others open
@@ -462,61 +458,3 @@ def build(settings: Settings, source: Source | None = None) -> Pipeline:
         log.info("model: %s at matte size %s, provider %s", session.spec.name,
                  "x".join(map(str, session.input_shape(size[::-1]))), session.provider)
     return pipeline
-
-
-@contextlib.contextmanager
-def _stop_on_signals(stop: Callable[[], None]):
-    """Ctrl-C and SIGTERM stop the pipeline cleanly instead of killing it mid-frame."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    handler = lambda signum, frame: stop()  # noqa: E731
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def nobody_watching(pipeline: Pipeline, server: ControlServer | None) -> Callable[[], bool] | None:
-    """A test for "no one consumes the output" where it can be answered, else None.
-
-    A live run into the virtual camera (on Linux, where readers can be counted) or only
-    into the OBS page is idle while it has no reader and no OBS viewer. A preview
-    window or a file always counts as watching.
-    """
-    if not pipeline.live:
-        return None
-    cameras = [s for s in pipeline.sinks if isinstance(s, VirtualCameraSink)]
-    if any(not isinstance(s, (VirtualCameraSink, NullSink)) for s in pipeline.sinks) or (not cameras and not server):
-        return None
-
-    def idle() -> bool:
-        if server is not None and server.stream.viewers:
-            return False
-        return all(camera.readers() == 0 for camera in cameras)
-    return idle
-
-
-def run(settings: Settings, source: Source | None = None, *, config: Path | None = None,
-        pinned: frozenset[str] = frozenset()) -> RunStats:
-    """Run vbg with ``settings`` until the source ends, ``settings.frames`` are out, or Ctrl-C.
-
-    ``source``, if given, replaces the camera or file that ``settings`` name. ``config``
-    is watched and reloaded while running, except for the ``pinned`` keys (given on the
-    command line). Raises :class:`~vbg.errors.VbgError` for anything the user can fix.
-    """
-    pipeline = build(settings, source)
-    with contextlib.ExitStack() as running:
-        running.callback(pipeline.close)
-        server = None
-        if settings.serve:
-            server = ControlServer(pipeline, settings.host, settings.port, settings.token)
-            running.callback(server.close)
-            server.start()
-        if config is not None:
-            running.callback(ConfigWatcher(Path(config), pipeline, pinned).start().close)
-        pipeline.idle = nobody_watching(pipeline, server)
-        with _stop_on_signals(pipeline.abort):
-            return pipeline.run()

@@ -1,20 +1,30 @@
-"""Local control panel and OBS browser source (`vbg --serve`).
+"""Local control panel and OBS browser source (`vbg --serve`), served by aiohttp.
 
-* ``GET /`` the control page; ``GET /api/state`` and ``POST /api/state`` the live settings.
+* ``GET /`` the control page (with a small live preview); ``GET /api/state`` and
+  ``POST /api/state`` the live settings.
 * ``GET /obs`` a page for OBS's Browser Source: the person over a transparent page,
   streamed over a WebSocket (``/ws``) as a colour JPEG plus an alpha JPEG per frame
   (4-byte big-endian length of the colour JPEG, then both), joined in the browser.
-* ``GET /api/thumb?name=N`` thumbnails of the configured backgrounds.
+  The colour image is black wherever alpha is 0: the room itself is never sent.
+* ``GET /api/thumb?name=N`` thumbnails of the configured backgrounds, made once per file.
 
-Only the package's own ``web/`` files and the configured backgrounds are ever read;
-backgrounds are addressed by name from their listing, never by path. Bound to
-127.0.0.1 unless told otherwise; anywhere else every request needs the token.
+aiohttp (a maintained HTTP + WebSocket stack) runs on its own asyncio loop in a
+background thread, so no request or viewer can hold up the pipeline; the pipeline
+only drops its newest packet into a one-slot buffer that an encoder thread reads.
+
+Who gets in: the ``Host`` header must name this server (DNS rebinding), ``/ws`` and
+every POST must come from the server's own ``Origin`` (other web pages), a POST must be
+``application/json`` (no "simple" cross-site request), and off loopback every route
+needs the token (query ``token=``, header ``X-Vbg-Token`` or the cookie a page load with
+the token sets). Only the package's own ``web/`` files and the configured backgrounds
+are ever read; backgrounds are addressed by name from their listing, never by path.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
+import asyncio
+import collections
+import ipaddress
 import json
 import logging
 import secrets
@@ -22,21 +32,22 @@ import socket
 import struct
 import threading
 from collections.abc import Callable
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
+from aiohttp import WSMsgType, web
+from aiohttp.abc import AbstractAccessLogger
 
-from vbg.backgrounds import background_choices
+from vbg.backgrounds import VIDEO_SUFFIXES, background_choices
 from vbg.compositing import Compositor
 from vbg.errors import VbgError
 from vbg.ringbuffer import Latest
-from vbg.sources import read_image
+from vbg.sources import is_image_file, read_image
 
 if TYPE_CHECKING:
     from vbg.pipeline import Packet, Pipeline
@@ -44,54 +55,102 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
-WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
-PAGES = {"/": "index.html", "/obs": "obs.html"}
+MAX_CONNECTIONS = 64  # more open at once are closed on arrival
+IDLE_TIMEOUT_S = 10.0  # a connection without a request for this long is closed
+BODY_TIMEOUT_S = 10.0
+VIEWER_TIMEOUT_S = 5.0  # a viewer that takes a frame no faster than this is dropped
+THUMB_CACHE_SIZE = 256  # thumbnails kept (about 5 kB each)
 STREAM_JPEG_QUALITY = 85
 THUMB_WIDTH = 160
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+# (file in web/, content type) by route; every route is also guarded like the API.
+FILES = {"/": ("index.html", "text/html; charset=utf-8"), "/obs": ("obs.html", "text/html; charset=utf-8"),
+         "/control.js": ("control.js", "text/javascript"), "/stream.js": ("stream.js", "text/javascript"),
+         "/obs.js": ("obs.js", "text/javascript"), "/style.css": ("style.css", "text/css")}
+SECURITY_HEADERS = {
+    # Scripts only from this server's own files: a background named with markup is text, never code.
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+                               "img-src 'self' blob: data:; connect-src 'self'; base-uri 'none'; "
+                               "form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",  # the token in the address never leaves in a Referer
+    "Cache-Control": "no-store",
+}
 
 
 def is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
-class ObsStream:
-    """Encodes the newest output packet once and sends it to every connected /obs viewer.
+def _is_own_address(host: str) -> bool:
+    """Whether ``host`` is an IP address of this machine (it can be bound to)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((host, 0))
+        except OSError:
+            return False
+    return True
 
-    Runs on its own thread: a slow viewer or the encoding never holds up the pipeline,
-    which only drops its newest packet into a one-slot buffer (:meth:`offer`).
+
+def _lan_address() -> str:
+    """This machine's address on its network (for a URL printed for --host 0.0.0.0); no packet is sent."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: only picks the outgoing interface
+            return probe.getsockname()[0]
+        except OSError:
+            return socket.gethostname()
+
+
+class PersonStream:
+    """Encodes the newest output packet once and hands it to every viewer's own queue.
+
+    The encoder runs on its own thread; each viewer keeps only the newest message (a
+    one-slot queue on the server loop), so a slow viewer misses frames, never delays
+    the others, and the pipeline only publishes into a one-slot buffer (:meth:`offer`).
     """
 
-    def __init__(self, unmix: Callable[[], bool] = lambda: True) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, unmix: Callable[[], bool] = lambda: True) -> None:
+        self._loop = loop
         self._unmix = unmix  # whether the person's edges are sent free of the old room (a live setting)
         self._compositor = Compositor()
         self._latest: Latest[Packet] = Latest()
-        self._viewers: list[socket.socket] = []
-        self._lock = threading.Lock()
+        self._queues: set[asyncio.Queue[bytes]] = set()  # touched only on the loop
+        self._count = 0  # read from the pipeline's threads
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="obs-stream", daemon=True)
         self._thread.start()
 
     @property
     def viewers(self) -> int:
-        with self._lock:
-            return len(self._viewers)
+        return self._count
 
     def offer(self, packet: Packet) -> None:
-        if self.viewers:
+        if self._count:
             self._latest.publish(packet)
 
-    def add(self, connection: socket.socket) -> None:
-        with self._lock:
-            self._viewers.append(connection)
+    def add(self, queue: asyncio.Queue[bytes]) -> None:
+        self._queues.add(queue)
+        self._count = len(self._queues)
 
-    def remove(self, connection: socket.socket) -> None:
-        with self._lock:
-            if connection in self._viewers:
-                self._viewers.remove(connection)
+    def remove(self, queue: asyncio.Queue[bytes]) -> None:
+        self._queues.discard(queue)
+        self._count = len(self._queues)
 
     def close(self) -> None:
         self._stop.set()
         self._latest.close()
+        self._thread.join(5)
 
     def _run(self) -> None:
         sent = 0
@@ -102,100 +161,136 @@ class ObsStream:
             sent = version
             self._compositor.unmix = self._unmix()
             message = encode_person(packet, self._compositor)
-            with self._lock:
-                viewers = list(self._viewers)
-            for connection in viewers:
-                try:
-                    connection.sendall(ws_frame(message))
-                except OSError:
-                    self.remove(connection)
+            try:
+                self._loop.call_soon_threadsafe(self._hand_out, message)
+            except RuntimeError:  # the loop is closed: the server stopped
+                return
+
+    def _hand_out(self, message: bytes) -> None:
+        for queue in self._queues:
+            if queue.full():
+                queue.get_nowait()  # newest frame wins
+            queue.put_nowait(message)
 
 
 def encode_person(packet: Packet, compositor: Compositor | None = None) -> bytes:
-    """The person with real alpha: colour JPEG and alpha JPEG, length-prefixed. With a
-    ``compositor`` the colour is the person's own at the edges, free of the old room."""
+    """The person with real alpha: colour JPEG and alpha JPEG, length-prefixed.
+
+    The colour is black wherever alpha is 0, so the stream never shows the room. With
+    a ``compositor`` the colour is the person's own at the edges, free of the old room.
+    """
     frame = packet.frame
-    if packet.alpha is None:
-        alpha = np.ones(frame.shape[:2], np.float32)
+    if packet.alpha is None:  # passthrough: the user chose to show the camera image as it is
+        alpha8 = np.full(frame.shape[:2], 255, np.uint8)
     else:
         alpha = packet.alpha
         if compositor is not None:
             frame = compositor.foreground(frame, alpha, packet.edges)  # the pipeline's per-matte work, reused
-    alpha8 = (alpha * 255.0 + 0.5).astype(np.uint8) if alpha.dtype != np.uint8 else alpha
+        alpha8 = (alpha * 255.0 + 0.5).astype(np.uint8) if alpha.dtype != np.uint8 else alpha
+        frame = cv2.bitwise_and(frame, frame, mask=alpha8)  # a new image: the pipeline's frame is untouched
     colour = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, STREAM_JPEG_QUALITY])[1].tobytes()
     mask = cv2.imencode(".jpg", alpha8, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
     return struct.pack(">I", len(colour)) + colour + mask
 
 
-def websocket_accept(key: str) -> str:
-    """The Sec-WebSocket-Accept answer to a client's Sec-WebSocket-Key (RFC 6455 §4.2.2)."""
-    return base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
-
-
-def ws_frame(payload: bytes, opcode: int = 0x2) -> bytes:  # 0x2: binary
-    """One unmasked WebSocket frame from the server (RFC 6455 §5.2)."""
-    header = bytes([0x80 | opcode])
-    size = len(payload)
-    if size < 126:
-        header += bytes([size])
-    elif size < 1 << 16:
-        header += bytes([126]) + struct.pack(">H", size)
+def make_thumbnail(path: str) -> bytes:
+    """A small JPEG of an image file or of a video's first frame; KeyError if it cannot be read."""
+    if is_image_file(Path(path)):
+        try:
+            image = read_image(Path(path))
+        except VbgError:
+            raise KeyError(path) from None
     else:
-        header += bytes([127]) + struct.pack(">Q", size)
-    return header + payload
+        capture = cv2.VideoCapture(path)
+        try:
+            image = capture.read()[1]
+        finally:
+            capture.release()
+        if image is None:
+            raise KeyError(path)
+    height = max(1, round(image.shape[0] * THUMB_WIDTH / image.shape[1]))
+    small = cv2.resize(image, (THUMB_WIDTH, height), interpolation=cv2.INTER_AREA)
+    return cv2.imencode(".jpg", small)[1].tobytes()
 
 
-def _read_ws_frame(stream) -> tuple[int, bytes]:
-    """(opcode, payload) of one masked client frame; opcode 0x8 at end of stream."""
-    head = stream.read(2)
-    if len(head) < 2:
-        return 0x8, b""
-    opcode, size = head[0] & 0x0F, head[1] & 0x7F
-    if size == 126:
-        size = struct.unpack(">H", stream.read(2))[0]
-    elif size == 127:
-        size = struct.unpack(">Q", stream.read(8))[0]
-    if size > MAX_BODY_BYTES:
-        return 0x8, b""
-    mask = stream.read(4) if head[1] & 0x80 else b"\0\0\0\0"
-    data = stream.read(size)
-    return opcode, bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+class _AccessLogger(AbstractAccessLogger):
+    """Request lines at debug level, by path only: the token in a query never reaches a log."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.debug("http: %s %s %s", request.method, request.path, response.status)
+
+
+class _BoundedServer(web.Server):
+    """aiohttp's low-level server, closing connections over :data:`MAX_CONNECTIONS` on arrival."""
+
+    def connection_made(self, handler: Any, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        if len(self.connections) > MAX_CONNECTIONS:
+            transport.close()
 
 
 class ControlServer:
-    """The HTTP + WebSocket server around one running pipeline."""
+    """The HTTP + WebSocket server around one running pipeline; serving from construction to :meth:`close`."""
 
     def __init__(self, pipeline: Pipeline, host: str = "127.0.0.1", port: int = 8765,
                  token: str | None = None) -> None:
         self.pipeline = pipeline
-        self.token = token or (None if is_loopback(host) else secrets.token_urlsafe(16))
-        self.stream = ObsStream(unmix=lambda: pipeline.settings.unmix)
-        pipeline.taps.append(self.stream.offer)
-        handler = type("Handler", (_Handler,), {"control": self})
-        try:
-            self._http = ThreadingHTTPServer((host, port), handler)
-        except OSError as exc:
-            self.stream.close()
-            raise VbgError(f"cannot serve on {host}:{port} ({exc.strerror}); pick another --port") from None
-        self._http.daemon_threads = True
-        self.port = self._http.server_address[1]
         self.host = host
-        self._thread = threading.Thread(target=self._http.serve_forever, name="server", daemon=True)
+        self.token = token or (None if is_loopback(host) else secrets.token_urlsafe(16))
+        self._names = {"localhost", "127.0.0.1", "::1", host.strip("[]").lower()} - {""}
+        if host in WILDCARD_HOSTS:  # every address of this machine, and its names
+            self._names |= {socket.gethostname().lower(), socket.getfqdn().lower(), _lan_address()}
+        self._thumbs: collections.OrderedDict[tuple, bytes] = collections.OrderedDict()
+        self._thumb_maker = ThreadPoolExecutor(1, thread_name_prefix="thumbs")  # one decode at a time
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="server", daemon=True)
+        self._thread.start()
+        self.stream = PersonStream(self._loop, unmix=lambda: pipeline.settings.unmix)
+        try:
+            self.port = asyncio.run_coroutine_threadsafe(self._open(host, port), self._loop).result(30)
+        except OSError as exc:
+            self._stop_loop()
+            raise VbgError(f"cannot serve on {host}:{port} ({exc.strerror or exc}); pick another --port "
+                           "or --host") from None
+        pipeline.taps.append(self.stream.offer)
+        log.debug("serving on %s port %d", host, self.port)
+
+    async def _open(self, host: str, port: int) -> int:
+        server = _BoundedServer(self._handle, access_log_class=_AccessLogger, access_log=log,
+                                keepalive_timeout=IDLE_TIMEOUT_S, handler_cancellation=True)
+        self._runner = web.ServerRunner(server, shutdown_timeout=2.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host or None, port).start()
+        return self._runner.addresses[0][1]
+
+    # -- addresses ------------------------------------------------------------------------
 
     @property
     def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        """The control page's address as a person on this machine (or, for a wildcard bind, the network) opens it."""
+        host = _lan_address() if self.host in WILDCARD_HOSTS else self.host
+        if ":" in host:
+            host = f"[{host.strip('[]')}]"
         return f"http://{host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
 
-    def start(self) -> None:
-        self._thread.start()
-        log.info("control panel: %s   OBS browser source: %s", self.url,
-                 self.url.replace("/?", "/obs?") if self.token else self.url + "obs")
+    @property
+    def obs_url(self) -> str:
+        return self.url.replace("/?", "/obs?") if self.token else self.url + "obs"
 
     def close(self) -> None:
+        if self.stream.offer in self.pipeline.taps:
+            self.pipeline.taps.remove(self.stream.offer)
         self.stream.close()
-        self._http.shutdown()
-        self._http.server_close()
+        try:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        finally:
+            self._stop_loop()
+            self._thumb_maker.shutdown(wait=True)
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
 
     # -- state ------------------------------------------------------------------------------
 
@@ -212,124 +307,173 @@ class ControlServer:
                 "backgrounds": list(self.backgrounds()), "viewers": self.stream.viewers}
 
     def change(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Apply a partial state from the panel; raises VbgError (→ 400) with nothing changed."""
+        """Apply a partial state from the panel; raises VbgError (→ 400) with nothing changed.
+
+        Values are checked by :meth:`Pipeline.apply`, with the same checks as every setting.
+        """
         changes = dict(body)
         if "background" in changes:
             choices = self.backgrounds()
             if changes["background"] not in choices:
                 raise VbgError(f"unknown background {changes['background']!r}; choose one of {', '.join(choices)}")
             changes["background"] = choices[changes["background"]]
+        if changes.get("mode") == "image" and not (changes.get("background") or self.pipeline.settings.background):
+            raise VbgError("no background to show: start vbg with --backgrounds DIR (a folder of images or videos)")
         self.pipeline.apply(**changes)
         return self.state()
 
     def thumbnail(self, name: str) -> bytes:
+        """The thumbnail of a listed background, made once per file version and kept small."""
         path = self.backgrounds().get(name)
-        if path is None:
+        if path is None or not (is_image_file(Path(path)) or Path(path).suffix.lower() in VIDEO_SUFFIXES):
             raise KeyError(name)
-        if Path(path).suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}:
-            image = read_image(Path(path))
-        else:
-            capture = cv2.VideoCapture(path)
-            image = capture.read()[1]
-            capture.release()
-            if image is None:
-                raise KeyError(name)
-        height = max(1, round(image.shape[0] * THUMB_WIDTH / image.shape[1]))
-        return cv2.imencode(".jpg", cv2.resize(image, (THUMB_WIDTH, height), interpolation=cv2.INTER_AREA))[1].tobytes()
+        stat = Path(path).stat()
+        key = (path, stat.st_mtime_ns, stat.st_size)
+        if key not in self._thumbs:
+            self._thumbs[key] = make_thumbnail(path)
+            while len(self._thumbs) > THUMB_CACHE_SIZE:
+                self._thumbs.popitem(last=False)
+        self._thumbs.move_to_end(key)
+        return self._thumbs[key]
 
+    # -- who gets in ----------------------------------------------------------------------
 
-class _Handler(BaseHTTPRequestHandler):
-    control: ControlServer
-    server_version = "vbg"
-    protocol_version = "HTTP/1.1"  # WebSocket upgrades need it; every response has a length
+    def _names_this_server(self, authority: str) -> bool:
+        """Whether a Host (``name:port``) names this server, so a rebound DNS name is refused."""
+        try:
+            parts = urlsplit("//" + authority)
+            name, port = (parts.hostname or ""), parts.port or 80
+        except ValueError:
+            return False
+        if port != self.port:
+            return False
+        return name in self._names or (self.host in WILDCARD_HOSTS and _is_own_address(name))
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's name
-        log.debug("http: " + format, *args)
+    def _same_origin(self, request: web.BaseRequest) -> bool:
+        """Whether the request comes from a page of this server (browsers always send Origin here)."""
+        origin = request.headers.get("Origin", "")
+        return origin.lower() == f"http://{request.host}".lower()
 
-    # -- plumbing -------------------------------------------------------------------------
-
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _json(self, status: int, data: Any) -> None:
-        self._send(status, json.dumps(data).encode(), "application/json")
-
-    def _error(self, status: int, message: str) -> None:
-        self._json(status, {"error": message})
-
-    def _authorised(self, query: dict[str, list[str]]) -> bool:
-        token = self.control.token
-        if token is None:
+    def _authorised(self, request: web.BaseRequest) -> bool:
+        if self.token is None:
             return True
-        given = query.get("token", [""])[0] or self.headers.get("X-Vbg-Token", "")
-        return secrets.compare_digest(given, token)
+        given = (request.query.get("token") or request.headers.get("X-Vbg-Token")
+                 or request.cookies.get(self._cookie, ""))
+        return secrets.compare_digest(given.encode("utf-8", "replace"), self.token.encode())
+
+    @property
+    def _cookie(self) -> str:
+        return f"vbg-token-{self.port}"
 
     # -- routes ---------------------------------------------------------------------------
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        url = urlsplit(self.path)
-        query = parse_qs(url.query)
-        if not self._authorised(query):
-            return self._error(HTTPStatus.FORBIDDEN, "missing or wrong token")
-        if url.path in PAGES:
-            page = resources.files("vbg").joinpath("web", PAGES[url.path]).read_bytes()
-            return self._send(HTTPStatus.OK, page, "text/html; charset=utf-8")
-        if url.path == "/api/state":
-            return self._json(HTTPStatus.OK, self.control.state())
-        if url.path == "/api/thumb":
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if not self._names_this_server(request.host):
+            response = _error(403, "this server answers only to its own address (Host header refused)")
+        elif not self._authorised(request):
+            response = self._token_missing(request)
+        elif request.path == "/ws":
+            if not self._same_origin(request):
+                response = _error(403, "the stream is only for pages of this server (Origin refused)")
+            else:
+                return await self._viewer(request)
+        else:
+            response = await self._route(request)
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    async def _route(self, request: web.BaseRequest) -> web.StreamResponse:
+        path = request.path
+        if request.method == "POST":
+            if path != "/api/state":
+                return _error(404, f"no endpoint {path}")
+            if not self._same_origin(request):
+                return _error(403, "changes only from pages of this server (Origin refused)")
+            return await self._post_state(request)
+        if request.method not in ("GET", "HEAD"):
+            return _error(405, f"{request.method} is not supported")
+        if path in FILES:
+            name, content_type = FILES[path]
+            response = web.Response(body=resources.files("vbg").joinpath("web", name).read_bytes(),
+                                    content_type=content_type.split(";")[0], charset="utf-8")
+            if self.token and request.query.get("token"):  # later loads of this page's scripts carry it
+                response.set_cookie(self._cookie, self.token, httponly=True, samesite="Strict", path="/")
+            return response
+        if path == "/api/state":
+            return web.json_response(self.state())
+        if path == "/api/thumb":
             try:
-                return self._send(HTTPStatus.OK, self.control.thumbnail(query.get("name", [""])[0]), "image/jpeg")
-            except (KeyError, VbgError):
-                return self._error(HTTPStatus.NOT_FOUND, "no such background")
-        if url.path == "/ws":
-            return self._websocket()
-        return self._error(HTTPStatus.NOT_FOUND, f"no page {url.path}")
+                image = await self._loop.run_in_executor(self._thumb_maker, self.thumbnail,
+                                                         request.query.get("name", ""))
+            except (KeyError, OSError):
+                return _error(404, "no such background")
+            return web.Response(body=image, content_type="image/jpeg")
+        return _error(404, f"no page {path}")
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        url = urlsplit(self.path)
-        if not self._authorised(parse_qs(url.query)):
-            return self._error(HTTPStatus.FORBIDDEN, "missing or wrong token")
-        if url.path != "/api/state":
-            return self._error(HTTPStatus.NOT_FOUND, f"no endpoint {url.path}")
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            return self._error(HTTPStatus.LENGTH_REQUIRED, "Content-Length required")
-        if int(length) > MAX_BODY_BYTES:
-            return self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body over {MAX_BODY_BYTES} bytes")
+    async def _post_state(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.content_type != "application/json":
+            return _error(415, "send the settings as Content-Type: application/json")
+        if request.content_length is None:
+            return _error(411, "Content-Length required")
+        if request.content_length > MAX_BODY_BYTES:
+            return _error(413, f"body over {MAX_BODY_BYTES} bytes")
         try:
-            body = json.loads(self.rfile.read(int(length)) or b"null")
-        except ValueError:
-            return self._error(HTTPStatus.BAD_REQUEST, "body is not JSON")
+            raw = await asyncio.wait_for(request.read(), BODY_TIMEOUT_S)
+            body = json.loads(raw, parse_constant=_refuse_constant)
+        except asyncio.TimeoutError:
+            return _error(408, "the body did not arrive in time")
+        except (ValueError, RecursionError) as exc:
+            return _error(400, f"body is not strict JSON ({exc})")
         if not isinstance(body, dict):
-            return self._error(HTTPStatus.BAD_REQUEST, "body must be a JSON object of settings")
+            return _error(400, "body must be a JSON object of settings")
         try:
-            return self._json(HTTPStatus.OK, self.control.change(body))
+            return web.json_response(await self._loop.run_in_executor(None, self.change, body))
         except VbgError as exc:
-            return self._error(HTTPStatus.BAD_REQUEST, str(exc))
+            return _error(400, str(exc))
 
-    def _websocket(self) -> None:
-        key = self.headers.get("Sec-WebSocket-Key")
-        if self.headers.get("Upgrade", "").lower() != "websocket" or not key:
-            return self._error(HTTPStatus.BAD_REQUEST, "WebSocket upgrade expected")
-        accept = websocket_accept(key)
-        self.send_response(HTTPStatus.SWITCHING_PROTOCOLS)
-        self.send_header("Upgrade", "websocket")
-        self.send_header("Connection", "Upgrade")
-        self.send_header("Sec-WebSocket-Accept", accept)
-        self.end_headers()
-        self.wfile.flush()
-        stream = self.control.stream
-        stream.add(self.connection)
+    def _token_missing(self, request: web.BaseRequest) -> web.Response:
+        if "text/html" in request.headers.get("Accept", ""):  # a person in a browser: say what to do
+            page = resources.files("vbg").joinpath("web", "token.html").read_bytes()
+            return web.Response(status=403, body=page, content_type="text/html", charset="utf-8")
+        return _error(403, "missing or wrong token: use the address vbg printed (it ends in ?token=...)")
+
+    async def _viewer(self, request: web.BaseRequest) -> web.WebSocketResponse:
+        """One /ws viewer: its own one-slot queue, sent to until it closes or stops reading."""
+        ws = web.WebSocketResponse(max_msg_size=4096, receive_timeout=None)
+        await ws.prepare(request)
+        queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
+        self.stream.add(queue)
+        sender = asyncio.ensure_future(self._send_frames(ws, queue, request))
         try:
-            while _read_ws_frame(self.rfile)[0] != 0x8:  # the viewer sends nothing but its close
-                pass
-        except OSError:
-            pass
+            async for message in ws:  # a viewer sends nothing but its close
+                if message.type == WSMsgType.ERROR:
+                    break
         finally:
-            stream.remove(self.connection)
-            self.close_connection = True
+            self.stream.remove(queue)
+            sender.cancel()
+        return ws
+
+    async def _send_frames(self, ws: web.WebSocketResponse, queue: asyncio.Queue[bytes],
+                           request: web.BaseRequest) -> None:
+        while True:
+            message = await queue.get()
+            try:
+                await asyncio.wait_for(ws.send_bytes(message), VIEWER_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                log.info("dropped an OBS viewer that stopped reading for %g s", VIEWER_TIMEOUT_S)
+            except ConnectionError:
+                pass
+            else:
+                continue
+            self.stream.remove(queue)
+            if request.transport is not None:
+                request.transport.abort()  # ends the viewer's receive loop too
+            return
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)

@@ -1,0 +1,81 @@
+"""A live session: the pipeline with what is attached to it while it runs.
+
+The pipeline itself knows nothing of the control server or the config watcher
+(no import loops); this module builds it, attaches them, and pauses capture and
+inference while nobody consumes the output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from vbg.config import Settings
+from vbg.pipeline import Pipeline, RunStats, build
+from vbg.reload import ConfigWatcher
+from vbg.server import ControlServer
+from vbg.sinks import NullSink, VirtualCameraSink
+from vbg.sources import Source
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: Callable[[], None]):
+    """Ctrl-C and SIGTERM stop the pipeline cleanly instead of killing it mid-frame."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = lambda signum, frame: stop()  # noqa: E731
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def nobody_watching(pipeline: Pipeline, server: ControlServer | None) -> Callable[[], bool] | None:
+    """A test for "no one consumes the output" where it can be answered, else None.
+
+    A live run into the virtual camera (on Linux, where readers can be counted) or only
+    into the OBS page is idle while it has no reader and no stream viewer. A preview
+    window or a file always counts as watching.
+    """
+    if not pipeline.live:
+        return None
+    cameras = [s for s in pipeline.sinks if isinstance(s, VirtualCameraSink)]
+    if any(not isinstance(s, (VirtualCameraSink, NullSink)) for s in pipeline.sinks) or (not cameras and not server):
+        return None
+
+    def idle() -> bool:
+        if server is not None and server.stream.viewers:
+            return False
+        return all(camera.readers() == 0 for camera in cameras)
+    return idle
+
+
+def run(settings: Settings, source: Source | None = None, *, config: Path | None = None,
+        pinned: frozenset[str] = frozenset(), on_serve: Callable[[ControlServer], None] | None = None) -> RunStats:
+    """Run vbg with ``settings`` until the source ends, ``settings.frames`` are out, or Ctrl-C.
+
+    ``source``, if given, replaces the camera or file that ``settings`` name. ``config``
+    is watched and reloaded while running, except for the ``pinned`` keys (given on the
+    command line). ``on_serve`` is told the control server once it listens (the CLI prints
+    its address). Raises :class:`~vbg.errors.VbgError` for anything the user can fix.
+    """
+    pipeline = build(settings, source)
+    with contextlib.ExitStack() as running:
+        running.callback(pipeline.close)
+        server = None
+        if settings.serve:
+            server = ControlServer(pipeline, settings.host, settings.port, settings.token)
+            running.callback(server.close)
+            if on_serve is not None:
+                on_serve(server)
+        if config is not None:
+            running.callback(ConfigWatcher(Path(config), pipeline, pinned).start().close)
+        pipeline.idle = nobody_watching(pipeline, server)
+        with _stop_on_signals(pipeline.abort):
+            return pipeline.run()
