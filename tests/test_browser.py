@@ -1,6 +1,8 @@
 """End to end in a real headless browser (Debian's chromium driven by Playwright):
-the control page changes the running pipeline, and the OBS page shows the person over
-real transparency. Skipped where chromium or Playwright is missing; .ci/run installs both."""
+the control page changes the running pipeline and previews it, file names stay text,
+and the OBS page shows the person over real transparency, through the server's Origin
+check (so Chromium, as OBS's CEF browser source, sends the page's own origin).
+Skipped where chromium or Playwright is missing; .ci/run installs both."""
 
 from __future__ import annotations
 
@@ -30,12 +32,20 @@ def browser():
         instance.close()
 
 
+MARKUP_NAME = '"><img src=x onerror="window.pwned=1">.png'  # a file name as a downloaded pack might have
+
+
 @pytest.fixture
-def live(tmp_path, background_image):
-    video = write_video(tmp_path / "person.avi", [person_frame(i) for i in range(12)])
+def video(tmp_path):
+    return write_video(tmp_path / "person.avi", [person_frame(i) for i in range(12)])
+
+
+@pytest.fixture
+def live(tmp_path, video, background_image):
     folder = tmp_path / "backgrounds"
     folder.mkdir()
     shutil.copy(background_image, folder / "stripes.png")
+    shutil.copy(background_image, folder / MARKUP_NAME)
     running = Live(video, Settings(output="null", serve=True, backgrounds=str(folder)))
     yield running
     running.close()
@@ -52,15 +62,54 @@ def wait_for(check, seconds: float = 15.0) -> bool:
 
 def test_control_page_click_changes_the_mode(browser, live):
     page = browser.new_page()
-    page.goto(live.base + "/")
+    errors = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    response = page.goto(live.base + "/")
+    assert "script-src 'self'" in response.headers["content-security-policy"]
     page.wait_for_selector("#thumbs button")  # the background chooser came from /api/state
+    page.wait_for_function("window.vbgFrames > 3", timeout=30_000)  # the preview shows the stream
+    lit = "() => { const d = document.getElementById('preview').getContext('2d')" \
+          ".getImageData(0, 0, 320, 180).data; let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n; }"
+    assert page.evaluate(lit) > 320 * 180 * 0.9
+    assert page.is_enabled("#blur")  # blur mode: its strength applies
     page.click("button[data-mode=color]")
     assert wait_for(lambda: live.state()["mode"] == "color")
+    page.wait_for_selector("#blur:disabled")  # colour mode: the slider follows
     page.click("#thumbs button[data-name='stripes.png']")
     assert wait_for(lambda: live.state()["background"] == "stripes.png" and live.state()["mode"] == "image")
     page.wait_for_selector("button[data-mode=image].active")
     page.check("#mirror")
     assert wait_for(lambda: live.state()["mirror"] is True)
+    page.click("button[data-mode=blur]")
+    page.wait_for_selector("#blur:enabled")
+    assert not [e for e in errors if "favicon" in e or "404" in e]
+
+
+def test_a_background_named_with_markup_is_text_and_runs_nothing(browser, live):
+    page = browser.new_page()
+    page.goto(live.base + "/")
+    page.wait_for_selector("#thumbs button")
+    captions = page.eval_on_selector_all("#thumbs button span", "spans => spans.map(s => s.textContent)")
+    assert MARKUP_NAME in captions
+    assert page.evaluate("document.querySelectorAll('img[src=\"x\"]').length") == 0
+    page.click(f"#thumbs button[title='{MARKUP_NAME}']")
+    assert wait_for(lambda: live.state()["background"] == MARKUP_NAME)
+    page.wait_for_timeout(1500)  # a few polls re-render the state
+    assert page.evaluate("window.pwned") is None
+
+
+def test_without_backgrounds_the_page_says_how_to_add_them(browser, video):
+    running = Live(video, Settings(output="null", serve=True))
+    try:
+        page = browser.new_page()
+        page.goto(running.base + "/")
+        page.wait_for_selector("#thumbs .hint")
+        assert "--backgrounds DIR" in page.text_content("#thumbs")
+        page.click("button[data-mode=image]")
+        page.wait_for_function("document.getElementById('error').textContent.includes('--backgrounds')")
+        assert running.state()["mode"] == "blur"
+    finally:
+        running.close()
 
 
 def test_obs_page_shows_the_person_over_transparency(browser, live):
@@ -71,4 +120,4 @@ def test_obs_page_shows_the_person_over_transparency(browser, live):
     assert page.evaluate(alpha_at, [360, 250]) > 230  # the astronaut's chest: opaque
     assert page.evaluate(alpha_at, [30, 30]) < 25  # the wall beside her: transparent
     assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgba(0, 0, 0, 0)"
-    assert live.state()["viewers"] == 1
+    assert live.state()["viewers"] == 1  # the stream opened with the page's own Origin

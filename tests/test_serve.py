@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import ast
+import gc
+import json
 import logging
+import os
+import socket
 import struct
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import cv2
+import aiohttp
 import numpy as np
 import pytest
 
 from conftest import FRAME_SIZE, person_frame, write_video
-from live_helpers import Live, ObsViewer
+from live_helpers import Live, ObsViewer, stuck_viewer
 from vbg import Settings
+from vbg.pipeline import WARM_FRAMES, rss_mb
 from vbg.reload import ConfigWatcher
-from vbg.server import is_loopback, websocket_accept, ws_frame
+from vbg.server import VIEWER_TIMEOUT_S, is_loopback
 from vbg.sinks import processes_with_open
 
 pytestmark = pytest.mark.usefixtures("default_model_path")
@@ -44,6 +52,23 @@ def live(person_loop, backgrounds):
     running.close()
 
 
+def viewer(live: Live, origin: str | None = "own", path: str = "/ws") -> ObsViewer:
+    return ObsViewer(f"ws://127.0.0.1:{live.server.port}{path}", live.origin if origin == "own" else origin)
+
+
+def json_post(live: Live, body: bytes, **headers):
+    """A raw POST to /api/state: JSON from the page's own origin unless ``headers`` say otherwise."""
+    return live.request("/api/state", body, {"Content-Type": "application/json", "Origin": live.origin, **headers})
+
+
+def decode(message: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(colour, alpha) of one stream message."""
+    colour_size = struct.unpack(">I", message[:4])[0]
+    colour = cv2.imdecode(np.frombuffer(message[4:4 + colour_size], np.uint8), cv2.IMREAD_COLOR)
+    alpha = cv2.imdecode(np.frombuffer(message[4 + colour_size:], np.uint8), cv2.IMREAD_GRAYSCALE)
+    return colour, alpha
+
+
 def test_state_lists_settings_and_backgrounds(live):
     state = live.state()
     assert {"mode", "background", "blur", "mirror", "fps", "smoothing", "unmix", "light_wrap"} <= set(state)
@@ -53,7 +78,7 @@ def test_state_lists_settings_and_backgrounds(live):
 def test_post_changes_the_running_output(live):
     status, state = live.post({"mode": "image", "background": "red.png", "mirror": True})
     assert status == 200 and (state["mode"], state["background"], state["mirror"]) == ("image", "red.png", True)
-    ws = ObsViewer(live.server.port)  # a viewer, so the run is not idle
+    ws = viewer(live)  # a viewer, so the run is not idle
     try:
         deadline = time.time() + 20
         while time.time() < deadline:
@@ -88,25 +113,195 @@ def test_bad_values_are_400_with_a_message_and_change_nothing(live, body, messag
 def test_guards_traversal_size_and_malformed_bodies(live):
     assert live.request("/api/thumb?name=../../../etc/passwd")[0] == 404
     assert live.request("/api/thumb?name=notes.txt")[0] == 404
-    assert live.request("/api/thumb?name=red.png")[0] == 200
+    status, thumb = live.request("/api/thumb?name=red.png")
+    assert status == 200 and len(thumb) < 20_000 and live.request("/api/thumb?name=red.png")[1] == thumb
     assert live.request("/../../etc/passwd")[0] == 404
     assert live.request("/web/index.html")[0] == 404  # pages by route only
-    assert live.request("/api/state", b"x" * (70 * 1024))[0] == 413
-    assert live.request("/api/state", b"{not json")[0] == 400
-    assert live.request("/api/state", b"[1, 2]")[0] == 400
+    assert json_post(live, b"x" * (70 * 1024))[0] == 413
+    assert json_post(live, b"{not json")[0] == 400
+    assert json_post(live, b"[1, 2]")[0] == 400
+    assert json_post(live, b"[" * 30_000 + b"]" * 30_000)[0] == 400  # deep nesting: an answer, not a traceback
     assert live.request("/obs")[0] == 200 and live.request("/")[0] == 200
 
 
-def test_a_token_is_required_when_set(person_loop, backgrounds):
-    guarded = Live(person_loop, Settings(output="null", serve=True), token="s3cret")
+@pytest.mark.parametrize("body", [b'{"smoothing": NaN}', b'{"light_wrap": Infinity}', b'{"blur": -Infinity}'])
+def test_json_that_is_not_strict_is_400_and_the_output_is_unchanged(live, body):
+    watching = viewer(live)
     try:
-        assert guarded.request("/api/state")[0] == 403
-        assert guarded.request("/api/state?token=nope")[0] == 403
-        assert guarded.request("/api/state?token=s3cret")[0] == 200
-        assert guarded.request("/api/state", b"{}", {"X-Vbg-Token": "s3cret", "Content-Type": "application/json"})[0] == 200
+        assert live.wait_for(lambda: len(live.seen) > 3)
+        before = live.state()
+        status, answer = json_post(live, body)
+        assert status == 400 and "not strict JSON" in json.loads(answer)["error"]
+        assert live.state() == {**before, "fps": live.state()["fps"]}
+        assert live.pipeline._matter.smoother.strength == before["smoothing"]
+        shown = len(live.seen)
+        assert live.wait_for(lambda: len(live.seen) > shown + 5)  # still running, and not black
+        assert live.seen[-1].image.mean() > 40
+    finally:
+        watching.close()
+
+
+def test_a_foreign_host_is_refused_on_every_route(live):
+    evil = {"Host": f"evil.example:{live.server.port}"}
+    for path in ("/", "/obs", "/api/state", "/api/thumb?name=red.png", "/stream.js", "/ws", "/nope"):
+        assert live.request(path, headers=evil)[0] == 403, path
+    assert json_post(live, b'{"mode": "passthrough"}', **evil)[0] == 403
+    assert live.request("/api/state", headers={"Host": "127.0.0.1:1"})[0] == 403  # another port
+    for own in (f"127.0.0.1:{live.server.port}", f"localhost:{live.server.port}", f"[::1]:{live.server.port}"):
+        assert live.request("/api/state", headers={"Host": own})[0] == 200, own
+    assert live.state()["mode"] == "blur"
+
+
+def test_only_the_servers_own_pages_can_change_or_watch(live):
+    for origin in ("http://evil.example", f"http://localhost.evil.example:{live.server.port}", "null", None):
+        headers = {"Origin": origin} if origin else {}
+        status = live.request("/api/state", b'{"mode": "passthrough"}', {"Content-Type": "application/json", **headers})[0]
+        assert status == 403, origin
+    assert json_post(live, b'{"mode": "passthrough"}', **{"Content-Type": "text/plain"})[0] == 415  # a "simple" request
+    assert json_post(live, b'{"mode": "passthrough"}', **{"Content-Type": "application/x-www-form-urlencoded"})[0] == 415
+    assert live.state()["mode"] == "blur"
+
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        viewer(live, origin="http://evil.example")
+    assert refused.value.status == 403
+    with pytest.raises(aiohttp.WSServerHandshakeError):
+        viewer(live, origin=None)
+    assert live.state()["viewers"] == 0 and len(live.seen) == 0  # no frame was made for it
+
+    page = live.request("/")
+    assert page[0] == 200 and b'<script src="control.js">' in page[1]
+    assert live.post({"mode": "color"})[0] == 200 and live.state()["mode"] == "color"
+
+
+def test_off_loopback_every_route_needs_the_token_and_it_is_never_logged(person_loop, backgrounds, caplog):
+    caplog.set_level(logging.DEBUG)
+    guarded = Live(person_loop, Settings(output="null", serve=True, backgrounds=str(backgrounds)), host="0.0.0.0")
+    token = guarded.server.token
+    try:
+        assert token and f"?token={token}" in guarded.server.url and "127.0.0.1" not in guarded.server.url
+        routes = ("/", "/obs", "/api/state", "/api/thumb?name=red.png", "/stream.js", "/control.js", "/obs.js",
+                  "/style.css", "/ws", "/nope")
+        for path in routes:
+            assert guarded.request(path)[0] == 403, path
+            assert guarded.request(path + ("&" if "?" in path else "?") + "token=nope")[0] == 403, path
+        assert json_post(guarded, b'{"mode": "color"}')[0] == 403
+        status, page = guarded.request("/", headers={"Accept": "text/html"})
+        assert status == 403 and b"?token=" in page and b"<h1>" in page  # a person is told what to do
+        with pytest.raises(aiohttp.WSServerHandshakeError):
+            viewer(guarded)
+
+        for path in routes[:-2]:
+            assert guarded.request(path + ("&" if "?" in path else "?") + f"token={token}")[0] == 200, path
+        status, _ = json_post(guarded, b'{"mode": "color"}', **{"X-Vbg-Token": token})
+        assert status == 200
+        watching = viewer(guarded, path=f"/ws?token={token}")
+        assert watching.message()
+        watching.close()
     finally:
         guarded.close()
-    assert is_loopback("127.0.0.1") and is_loopback("localhost") and not is_loopback("0.0.0.0")
+    assert "http: GET /api/state 200" in caplog.text
+    assert token not in caplog.text
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1") and not is_loopback("0.0.0.0")
+
+
+def test_ipv6_loopback(person_loop):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    try:
+        live6 = Live(person_loop, Settings(output="null", serve=True), host="::1")
+    except Exception as exc:  # noqa: BLE001 - a machine without an IPv6 loopback
+        pytest.skip(f"::1 cannot be bound here: {exc}")
+    try:
+        live6.base = f"http://[::1]:{live6.server.port}"
+        assert live6.server.url == f"http://[::1]:{live6.server.port}/" and live6.server.token is None
+        assert live6.request("/api/state")[0] == 200
+    finally:
+        live6.close()
+
+
+def test_the_stream_never_carries_the_room(live):
+    watching = viewer(live)
+    try:
+        for _ in range(3):
+            colour, alpha = decode(watching.message())
+        # Alpha 0, a few pixels away from the person (JPEG rings a little at the edges of both images).
+        room = cv2.dilate((alpha > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) == 0
+        assert room.mean() > 0.3  # the wall beside the astronaut
+        assert np.percentile(colour[room], 99.9) <= 8 and colour[room].mean() < 1  # black, give or take JPEG
+        assert colour[alpha > 230].mean() > 40  # the person is sent
+    finally:
+        watching.close()
+
+
+def test_a_viewer_that_stops_reading_slows_no_one_and_is_dropped(live):
+    reading = viewer(live)
+    try:
+        assert live.wait_for(lambda: reading.received > 5)
+        start = reading.received
+        time.sleep(5.0)
+        alone = reading.received - start
+        stuck = stuck_viewer(live.server.port, live.origin)
+        try:
+            assert live.wait_for(lambda: live.state()["viewers"] == 2, 5)
+            start = reading.received
+            time.sleep(5.0)
+            together = reading.received - start
+            assert together >= 0.8 * alone, (alone, together)
+            assert live.wait_for(lambda: live.state()["viewers"] == 1, VIEWER_TIMEOUT_S + 15)  # dropped
+        finally:
+            stuck.close()
+    finally:
+        reading.close()
+
+
+def test_a_bound_on_connections_and_idle_ones_time_out(live, monkeypatch):
+    monkeypatch.setattr("vbg.server.MAX_CONNECTIONS", 8)
+    idle = [socket.create_connection(("127.0.0.1", live.server.port)) for _ in range(12)]
+    try:
+        time.sleep(0.5)
+        closed = 0
+        for sock in idle:
+            sock.settimeout(0.2)
+            try:
+                closed += sock.recv(1) == b""
+            except TimeoutError:
+                pass
+        assert closed >= 4  # those over the bound were closed on arrival
+    finally:
+        for sock in idle:
+            sock.close()
+    assert live.request("/api/state")[0] == 200
+
+
+def test_three_hundred_background_changes_leak_neither_memory_nor_files(live, backgrounds, tmp_path):
+    for i in range(3):
+        cv2.imwrite(str(backgrounds / f"image{i}.png"), np.full((180, 320, 3), 40 * i, np.uint8))
+        write_video(backgrounds / f"video{i}.avi", [np.full((180, 320, 3), 20 * j, np.uint8) for j in range(8)])
+    watching = viewer(live)  # the pipeline runs and renders each background
+
+    def changes(count: int) -> None:
+        for i in range(count):
+            kind = i % 3
+            if kind == 0:
+                change = {"mode": "color", "color": f"#{(i * 7919) % 0xFFFFFF:06x}"}
+            else:
+                change = {"mode": "image", "background": f"{'image' if kind == 1 else 'video'}{i % 3}.{'png' if kind == 1 else 'avi'}"}
+            status, answer = live.post(change)
+            assert status == 200, answer
+            live.request(f"/api/thumb?name={change.get('background', 'red.png')}")
+
+    try:
+        changes(30)  # warm: decoders, arenas and thumbnails made
+        assert live.wait_for(lambda: live.pipeline.stats.frames_out >= WARM_FRAMES, 60)  # and the pipeline's buffers
+        gc.collect()
+        rss, files = rss_mb(), len(os.listdir("/proc/self/fd"))
+        changes(300)
+        gc.collect()
+        time.sleep(0.5)
+        assert rss_mb() - rss < 50, (rss, rss_mb())
+        assert len(os.listdir("/proc/self/fd")) <= files
+    finally:
+        watching.close()
 
 
 def test_obs_stream_sends_person_with_alpha_and_idles_without_viewers(live):
@@ -118,18 +313,15 @@ def test_obs_stream_sends_person_with_alpha_and_idles_without_viewers(live):
     assert live.pipeline.stats.mattes - mattes <= 1
     assert time.process_time() - cpu < 0.5  # and the CPU rests
 
-    viewer = ObsViewer(live.server.port)
+    watching = viewer(live)
     try:
-        message = viewer.message()
-        colour_size = struct.unpack(">I", message[:4])[0]
-        colour = cv2.imdecode(np.frombuffer(message[4:4 + colour_size], np.uint8), cv2.IMREAD_COLOR)
-        alpha = cv2.imdecode(np.frombuffer(message[4 + colour_size:], np.uint8), cv2.IMREAD_GRAYSCALE)
+        colour, alpha = decode(watching.message())
         assert colour.shape[:2] == alpha.shape == (FRAME_SIZE[1], FRAME_SIZE[0])
         assert alpha[250, 360] > 230 and alpha[30, 30] < 25  # the chest is opaque, the wall transparent
         assert live.state()["viewers"] == 1
         assert live.pipeline.stats.frames_captured > captured + 2  # resumed for the viewer
     finally:
-        viewer.close()
+        watching.close()
     time.sleep(1.0)
     assert live.state()["viewers"] == 0
 
@@ -191,8 +383,24 @@ def test_virtual_camera_readers_are_counted_from_proc(tmp_path):
     assert processes_with_open(str(tmp_path / "missing")) is None
 
 
-def test_websocket_handshake_and_framing_follow_rfc_6455():
-    assert websocket_accept("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # the RFC's example
-    assert ws_frame(b"hi") == b"\x82\x02hi"
-    assert ws_frame(b"x" * 300)[:4] == b"\x82\x7e\x01\x2c"  # 16-bit length
-    assert ws_frame(b"x" * 70000)[:2] == b"\x82\x7f"  # 64-bit length
+def test_the_pipeline_imports_neither_the_server_nor_the_config_watcher():
+    source = Path(__file__).parent.parent / "vbg" / "pipeline.py"
+    imported = {node.module for node in ast.walk(ast.parse(source.read_text())) if isinstance(node, ast.ImportFrom)}
+    assert not imported & {"vbg.server", "vbg.reload", "vbg.live"}
+
+
+def test_quiet_still_prints_the_address_with_its_token(person_loop):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    running = subprocess.Popen([sys.executable, "-m", "vbg", "--input", str(person_loop), "--output", "null",
+                                "--mode", "passthrough", "--serve", "--host", "0.0.0.0", "--port", str(port), "-q"],
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        printed = running.stderr.readline() + running.stderr.readline()
+    finally:
+        running.terminate()  # it idles until a viewer comes; SIGTERM stops it cleanly
+        rest = running.communicate(timeout=30)[1]
+    assert running.returncode == 0, rest
+    assert f":{port}/?token=" in printed and f":{port}/obs?token=" in printed
+    assert "127.0.0.1" not in printed and "Traceback" not in rest

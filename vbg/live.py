@@ -68,6 +68,7 @@ def run(settings: Settings, source: Source | None = None, *, config: Path | None
     pipeline = build(settings, source)
     with contextlib.ExitStack() as running:
         running.callback(pipeline.close)
+        running.enter_context(_stop_on_signals(pipeline.abort))  # before the address is printed
         server = None
         if settings.serve:
             server = ControlServer(pipeline, settings.host, settings.port, settings.token)
@@ -77,5 +78,4 @@ def run(settings: Settings, source: Source | None = None, *, config: Path | None
         if config is not None:
             running.callback(ConfigWatcher(Path(config), pipeline, pinned).start().close)
         pipeline.idle = nobody_watching(pipeline, server)
-        with _stop_on_signals(pipeline.abort):
-            return pipeline.run()
+        return pipeline.run()
