@@ -19,6 +19,9 @@ playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)"),
               pytest.mark.usefixtures("default_model_path")]
+# Pages open with bypass_csp: the tests check the page's own code (a file name with markup must
+# stay text even without the Content-Security-Policy, which is checked on the response) and
+# Playwright's wait_for_function evaluates strings, which the policy forbids.
 # Offline-friendly flags: without them chromium keeps trying to reach Google's services.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
@@ -61,7 +64,7 @@ def wait_for(check, seconds: float = 15.0) -> bool:
 
 
 def test_control_page_click_changes_the_mode(browser, live):
-    page = browser.new_page()
+    page = browser.new_page(bypass_csp=True)
     errors = []
     page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
     response = page.goto(live.base + "/")
@@ -86,7 +89,7 @@ def test_control_page_click_changes_the_mode(browser, live):
 
 
 def test_a_background_named_with_markup_is_text_and_runs_nothing(browser, live):
-    page = browser.new_page()
+    page = browser.new_page(bypass_csp=True)
     page.goto(live.base + "/")
     page.wait_for_selector("#thumbs button")
     captions = page.eval_on_selector_all("#thumbs button span", "spans => spans.map(s => s.textContent)")
@@ -101,7 +104,7 @@ def test_a_background_named_with_markup_is_text_and_runs_nothing(browser, live):
 def test_without_backgrounds_the_page_says_how_to_add_them(browser, video):
     running = Live(video, Settings(output="null", serve=True))
     try:
-        page = browser.new_page()
+        page = browser.new_page(bypass_csp=True)
         page.goto(running.base + "/")
         page.wait_for_selector("#thumbs .hint")
         assert "--backgrounds DIR" in page.text_content("#thumbs")
@@ -113,7 +116,7 @@ def test_without_backgrounds_the_page_says_how_to_add_them(browser, video):
 
 
 def test_obs_page_shows_the_person_over_transparency(browser, live):
-    page = browser.new_page(viewport={"width": 640, "height": 360})
+    page = browser.new_page(bypass_csp=True, viewport={"width": 640, "height": 360})
     page.goto(live.base + "/obs")
     page.wait_for_function("window.vbgFrames > 3", timeout=30_000)
     alpha_at = "([x, y]) => document.getElementById('person').getContext('2d').getImageData(x, y, 1, 1).data[3]"

@@ -246,6 +246,7 @@ class ControlServer:
         self._thread = threading.Thread(target=self._loop.run_forever, name="server", daemon=True)
         self._thread.start()
         self.stream = PersonStream(self._loop, unmix=lambda: pipeline.settings.unmix)
+        self._viewers: set[web.WebSocketResponse] = set()  # touched only on the loop
         try:
             self.port = asyncio.run_coroutine_threadsafe(self._open(host, port), self._loop).result(30)
         except OSError as exc:
@@ -282,10 +283,17 @@ class ControlServer:
             self.pipeline.taps.remove(self.stream.offer)
         self.stream.close()
         try:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
         finally:
             self._stop_loop()
             self._thumb_maker.shutdown(wait=True)
+
+    async def _shutdown(self) -> None:
+        """Tell viewers goodbye (1001, going away) so they need not be waited for, then stop serving."""
+        viewers = [ws.close(code=1001) for ws in self._viewers]
+        if viewers:
+            await asyncio.wait([asyncio.ensure_future(close) for close in viewers], timeout=1.0)
+        await self._runner.cleanup()
 
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -443,6 +451,7 @@ class ControlServer:
         await ws.prepare(request)
         queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
         self.stream.add(queue)
+        self._viewers.add(ws)
         sender = asyncio.ensure_future(self._send_frames(ws, queue, request))
         try:
             async for message in ws:  # a viewer sends nothing but its close
@@ -450,6 +459,7 @@ class ControlServer:
                     break
         finally:
             self.stream.remove(queue)
+            self._viewers.discard(ws)
             sender.cancel()
         return ws
 
