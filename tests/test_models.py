@@ -84,7 +84,8 @@ def test_provider_choice(device, available, expected):
 
 
 def test_gpu_without_a_gpu_provider_says_how_to_get_one():
-    with pytest.raises(VbgError, match=r"no GPU provider.*pip install vbg\[gpu\]"):
+    with pytest.raises(VbgError, match=r"no GPU provider.*`pip uninstall -y onnxruntime && "
+                       r"pip install onnxruntime-gpu`.*`vbg doctor`.*--device cpu"):
         choose_providers("gpu", ["CPUExecutionProvider"])
 
 

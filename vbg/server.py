@@ -162,6 +162,19 @@ def _read_ws_frame(stream) -> tuple[int, bytes]:
     return opcode, bytes(b ^ mask[i % 4] for i, b in enumerate(data))
 
 
+def _port_error(host: str, port: int, exc: OSError) -> VbgError:
+    return VbgError(f"cannot serve on {host}:{port} ({exc.strerror or exc}); pick another --port "
+                    "(`vbg doctor --port N` checks one)")
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise the --serve error now unless ``host:port`` can be bound (checked before a model download)."""
+    try:
+        socket.create_server((host, port)).close()
+    except OSError as exc:
+        raise _port_error(host, port, exc) from None
+
+
 class ControlServer:
     """The HTTP + WebSocket server around one running pipeline."""
 
@@ -176,7 +189,7 @@ class ControlServer:
             self._http = ThreadingHTTPServer((host, port), handler)
         except OSError as exc:
             self.stream.close()
-            raise VbgError(f"cannot serve on {host}:{port} ({exc.strerror}); pick another --port") from None
+            raise _port_error(host, port, exc) from None
         self._http.daemon_threads = True
         self.port = self._http.server_address[1]
         self.host = host
