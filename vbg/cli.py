@@ -234,7 +234,7 @@ def _export(args: argparse.Namespace) -> int:
         from vbg.export.convert import export_model
     except ImportError as missing:
         raise VbgError(f"vbg models export needs PyTorch ({missing.name} is not installed): "
-                       "pip install -e '.[export]'") from None
+                       "in the vbg checkout, `pip install -e '.[export]'`") from None
     fixed = None
     if args.fixed:
         match = re.fullmatch(r"(\d+)x(\d+)", args.fixed)

@@ -429,9 +429,9 @@ def build(settings: Settings, source: Source | None = None) -> Pipeline:
 
     ``source`` replaces the one ``settings`` name (benchmarks, tests). Every
     :class:`VbgError` a person can fix surfaces here, before any thread starts, and
-    the source, background, output and --serve port are checked before the model,
-    which a first run downloads and makes (minutes); whatever was opened before the
-    failure is released again.
+    the source, background and output are checked before the model, which a first
+    run downloads and makes (minutes); whatever was opened before the failure is
+    released again.
     """
     if settings.mode == "image":
         background_path(settings)  # a typo in --bg is reported before the camera is opened
@@ -449,8 +449,6 @@ def build(settings: Settings, source: Source | None = None) -> Pipeline:
         if settings.preview:
             sinks.append(PreviewSink())
             opened.callback(sinks[-1].close)
-        if settings.serve:
-            check_port(settings.host, settings.port)
         session = None
         if settings.mode != "passthrough" or source.live:  # a live run may switch to a background later
             spec = get_spec(settings.model)
@@ -508,6 +506,8 @@ def run(settings: Settings, source: Source | None = None, *, config: Path | None
     is watched and reloaded while running, except for the ``pinned`` keys (given on the
     command line). Raises :class:`~vbg.errors.VbgError` for anything the user can fix.
     """
+    if settings.serve:
+        check_port(settings.host, settings.port)  # now, not after a first run's model download
     pipeline = build(settings, source)
     with contextlib.ExitStack() as running:
         running.callback(pipeline.close)
