@@ -1,9 +1,14 @@
 """Shared test media, all made here (no ../shared): a person clip, backgrounds, a
-recording virtual camera backend, and the real MODNet model pulled once into the
-user's cache."""
+recording virtual camera backend, and the real MODNet model pulled once into a
+model cache of this checkout's own (never the user's)."""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -14,10 +19,56 @@ import pyvirtualcam
 from skimage import data as skdata
 
 from vbg import Settings
+from vbg import registry
+from vbg.errors import VbgError
 from vbg.registry import ensure_model, get_spec
+
+log = logging.getLogger(__name__)
 
 FRAME_SIZE = (640, 360)  # width, height of the generated person clip
 CLIP_FRAMES = 24
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Point every test, and every vbg process a test starts, at a model cache of this
+    checkout's own (kept between runs under .pytest_cache), so that tests never write to
+    the user's cache (nor pull the GPL-3.0 rvm model into it). It is seeded once with the
+    verified models the user already has, so a run on a warm machine downloads nothing."""
+    user_cache = registry.cache_dir()
+    cache = getattr(config, "cache", None)
+    test_cache = cache.mkdir("vbg-model-cache") if cache else Path(tempfile.mkdtemp(prefix="vbg-test-cache-"))
+    os.environ["VBG_CACHE_DIR"] = str(test_cache)  # inherited by subprocesses too
+    if user_cache.resolve() != test_cache.resolve():
+        _seed(user_cache, test_cache)
+
+
+def _seed(user_cache: Path, test_cache: Path) -> None:
+    """Copy the user's downloaded models (sha256 verified) and the int8 models made from
+    them (with their local registry entries) into ``test_cache``, where missing; read-only
+    on ``user_cache``."""
+    (test_cache / "models").mkdir(parents=True, exist_ok=True)
+    for spec in registry.load_registry().values():  # the test cache's view: shipped models first
+        source, target = user_cache / "models" / spec.file, registry.model_path(spec)
+        if spec.wheel and source.is_file() and not target.is_file():
+            try:
+                registry.verify(spec, source)
+            except VbgError:
+                continue  # a corrupt copy stays where it is; the tests pull a good one
+            shutil.copyfile(source, target)
+    try:
+        made = json.loads((user_cache / "registry.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return
+    known = registry.load_registry()
+    for name, table in made.items():
+        source = Path(table.get("path", ""))
+        if "derive" not in table or not source.is_file() or (
+                name in known and registry.model_path(known[name]).is_file()):
+            continue
+        target = test_cache / "models" / source.name
+        shutil.copyfile(source, target)
+        registry.register_local(name, {**table, "path": str(target)})
+        log.info("test model cache: %s copied from %s", name, user_cache)
 
 
 class RecordingBackend:
@@ -61,7 +112,7 @@ def recording_vcam(monkeypatch):
 
 @pytest.fixture(scope="session")
 def modnet_path() -> Path:
-    """The real MODNet weights, pulled once into the user's cache and verified."""
+    """The real MODNet weights, pulled once into the test model cache and verified."""
     return ensure_model(get_spec("modnet"))
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -51,6 +53,30 @@ def test_missing_virtual_camera_gives_the_v4l2loopback_line(capsys, person_video
     line = one_line_error(capsys, ["--input", str(person_video), "--vcam-device", "/dev/video10"])
     assert "no virtual camera device" in line
     assert "sudo modprobe v4l2loopback devices=1 video_nr=10 card_label=vbg exclusive_caps=1" in line
+
+
+@pytest.fixture
+def busy_port():
+    """A port some other program listens on."""
+    with socket.create_server(("127.0.0.1", 0)) as other:
+        yield other.getsockname()[1]
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--vcam-device", "/dev/video10"], "no virtual camera device"),
+    (["--output", "/nowhere/out.mp4"], "folder /nowhere does not exist"),
+    (["--output", "null", "--serve", "--port", "BUSY"], "cannot serve on 127.0.0.1:BUSY"),
+    (["--camera", "7", "--output", "null"], "camera 7 could not be opened"),
+])
+def test_a_fresh_cache_downloads_nothing_before_the_output_source_and_port_are_checked(
+        capsys, monkeypatch, tmp_path, person_video, busy_port, argv, fragment):
+    monkeypatch.setenv("VBG_CACHE_DIR", str(tmp_path))
+    source = [] if "--camera" in argv else ["--input", str(person_video)]
+    started = time.monotonic()
+    line = one_line_error(capsys, source + [str(busy_port) if a == "BUSY" else a for a in argv])
+    assert time.monotonic() - started < 2.0
+    assert fragment.replace("BUSY", str(busy_port)) in line
+    assert list(tmp_path.iterdir()) == []  # no model pulled or made
 
 
 def test_unknown_virtual_camera_backend(capsys, person_video):

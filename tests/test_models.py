@@ -1,6 +1,8 @@
 """The model registry, the weight cache and the one session class, on the real models."""
 
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -32,6 +34,43 @@ def test_cache_dir_follows_xdg_and_override(monkeypatch, tmp_path):
     assert registry.cache_dir() == tmp_path / "xdg" / "vbg"
     monkeypatch.setenv("VBG_CACHE_DIR", str(tmp_path / "mine"))
     assert registry.model_path(registry.get_spec("modnet")) == tmp_path / "mine" / "models" / "modnet.onnx"
+
+
+def test_tests_and_the_vbg_they_start_use_a_cache_of_their_own():
+    import platformdirs
+
+    mine = registry.cache_dir()
+    assert mine != platformdirs.user_cache_path("vbg", appauthor=False)
+    assert mine.name == "vbg-model-cache" or mine.name.startswith("vbg-test-cache-")
+    child = subprocess.run([sys.executable, "-c", "from vbg.registry import cache_dir; print(cache_dir())"],
+                           capture_output=True, text=True, check=True)
+    assert child.stdout.strip() == str(mine)
+
+
+def test_the_test_cache_is_seeded_from_the_users_without_writing_to_it(monkeypatch, tmp_path, modnet_path):
+    import json
+
+    from conftest import _seed
+
+    user, test = tmp_path / "user", tmp_path / "test"
+    (user / "models").mkdir(parents=True)
+    shutil.copyfile(modnet_path, user / "models" / "modnet.onnx")
+    (user / "models" / "rvm_mobilenetv3_fp32.onnx").write_bytes(b"a broken download")
+    made = user / "models" / "modnet-int8.onnx"
+    made.write_bytes(b"an int8 model made on this machine")
+    table = {**registry._package_tables()["modnet-int8"], "path": str(made),
+             "sha256": registry.sha256_of(made), "size": made.stat().st_size}
+    (user / "registry.json").write_text(json.dumps({"modnet-int8": table}))
+    before = {path: path.stat().st_mtime_ns for path in user.rglob("*")}
+
+    monkeypatch.setenv("VBG_CACHE_DIR", str(test))
+    _seed(user, test)
+    assert (test / "models" / "modnet.onnx").read_bytes() == modnet_path.read_bytes()
+    assert not (test / "models" / "rvm_mobilenetv3_fp32.onnx").exists()  # not verified: pulled afresh
+    int8 = registry.get_spec("modnet-int8")
+    assert registry.model_path(int8) == test / "models" / "modnet-int8.onnx"
+    registry.verify(int8, registry.model_path(int8))
+    assert {path: path.stat().st_mtime_ns for path in user.rglob("*")} == before
 
 
 @pytest.fixture
@@ -84,7 +123,8 @@ def test_provider_choice(device, available, expected):
 
 
 def test_gpu_without_a_gpu_provider_says_how_to_get_one():
-    with pytest.raises(VbgError, match=r"no GPU provider.*pip install vbg\[gpu\]"):
+    with pytest.raises(VbgError, match=r"no GPU provider.*`pip uninstall -y onnxruntime && "
+                       r"pip install onnxruntime-gpu`.*`vbg doctor`.*--device cpu"):
         choose_providers("gpu", ["CPUExecutionProvider"])
 
 

@@ -31,6 +31,7 @@ examples:
   vbg --serve --backgrounds ~/Pictures/bg  a control page at http://127.0.0.1:8765/ and an OBS
                                            browser source with real alpha at /obs
   vbg models list                          the models vbg can run
+  vbg doctor                               what stands between this machine and a working call
 
 The virtual camera needs v4l2loopback on Linux:
   sudo modprobe v4l2loopback devices=1 video_nr=10 card_label=vbg exclusive_caps=1
@@ -100,7 +101,8 @@ def _settings_from(args: argparse.Namespace, **fixed) -> Settings:
 def _run_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="vbg", description="Real-time virtual background: camera → portrait matting → virtual camera. "
-        "Other commands: `vbg models {list,pull,path}`, `vbg eval DIR`, `vbg bench`.",
+        "Other commands: `vbg doctor` (what a working call still needs), `vbg models {list,pull,path}`, "
+        "`vbg eval DIR`, `vbg bench`.",
         epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_argument_group("source")
     source.add_argument("--camera", metavar="N|PATH", help="camera index or device path (default 0)")
@@ -235,7 +237,7 @@ def _export(args: argparse.Namespace) -> int:
         from vbg.export.convert import export_model
     except ImportError as missing:
         raise VbgError(f"vbg models export needs PyTorch ({missing.name} is not installed): "
-                       "pip install -e '.[export]'") from None
+                       "in the vbg checkout, `pip install -e '.[export]'`") from None
     fixed = None
     if args.fixed:
         match = re.fullmatch(r"(\d+)x(\d+)", args.fixed)
@@ -313,7 +315,31 @@ def _eval(argv: Sequence[str]) -> int:
     return 0
 
 
-SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"models": _models, "eval": _eval, "bench": _bench}
+def _doctor(argv: Sequence[str]) -> int:
+    parser = _Parser(
+        prog="vbg doctor", description="Check what a working call needs, one line each with its fix: the "
+        "virtual camera (v4l2loopback, exclusive_caps, permission), the camera, onnxruntime's providers, "
+        "the model cache and the --serve port.",
+        epilog="exit status 1 when a FAIL line blocks `vbg`; warn lines leave it working")
+    parser.add_argument("--camera", default=Settings.camera, metavar="N|PATH", help="camera to check (default 0)")
+    parser.add_argument("--vcam-device", metavar="PATH", help="virtual camera to check (default: the first found)")
+    parser.add_argument("--host", default=Settings.host, help=f"--serve address to check (default {Settings.host})")
+    parser.add_argument("--port", type=int, default=Settings.port, help=f"--serve port to check (default {Settings.port})")
+    args = parser.parse_args(argv)
+    _configure_logging(False, True)
+
+    from vbg.doctor import FAIL, run_checks
+
+    checks = run_checks(camera_device=args.camera, vcam_device=args.vcam_device, host=args.host, port=args.port)
+    for check in checks:
+        print(check.line())
+    blocking = [c.name for c in checks if c.status == FAIL]
+    print(f"{len(blocking)} problem(s) block vbg: {', '.join(blocking)}" if blocking else "nothing blocks vbg")
+    return EXIT_ERROR if blocking else 0
+
+
+SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "models": _models, "eval": _eval, "bench": _bench, "doctor": _doctor}
 
 
 def _configure_logging(verbose: bool, quiet: bool) -> None:

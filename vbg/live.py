@@ -16,7 +16,7 @@ from pathlib import Path
 from vbg.config import Settings
 from vbg.pipeline import Pipeline, RunStats, build
 from vbg.reload import ConfigWatcher
-from vbg.server import ControlServer
+from vbg.server import ControlServer, check_port
 from vbg.sinks import NullSink, VirtualCameraSink
 from vbg.sources import Source
 
@@ -65,6 +65,8 @@ def run(settings: Settings, source: Source | None = None, *, config: Path | None
     command line). ``on_serve`` is told the control server once it listens (the CLI prints
     its address). Raises :class:`~vbg.errors.VbgError` for anything the user can fix.
     """
+    if settings.serve:
+        check_port(settings.host, settings.port)  # now, not after a first run's model download
     pipeline = build(settings, source)
     with contextlib.ExitStack() as running:
         running.callback(pipeline.close)

@@ -424,8 +424,10 @@ def build(settings: Settings, source: Source | None = None) -> Pipeline:
     """Open the model, source, background and sinks that ``settings`` ask for.
 
     ``source`` replaces the one ``settings`` name (benchmarks, tests). Every
-    :class:`VbgError` a person can fix surfaces here, before any thread starts;
-    whatever was opened before the failure is released again.
+    :class:`VbgError` a person can fix surfaces here, before any thread starts, and
+    the source, background and output are checked before the model, which a first
+    run downloads and makes (minutes); whatever was opened before the failure is
+    released again.
     """
     if settings.mode == "image":
         background_path(settings)  # a typo in --bg is reported before the camera is opened
@@ -433,10 +435,6 @@ def build(settings: Settings, source: Source | None = None) -> Pipeline:
         if source is None:
             source = open_source(settings, paced=settings.output == "vcam" or settings.preview or settings.serve)
         opened.callback(source.close)
-        session_args = None
-        if settings.mode != "passthrough" or source.live:  # a live run may switch to a background later
-            spec = get_spec(settings.model)
-            session_args = (spec, ensure_model(spec))
         size = parse_size(settings.size, "--size") if settings.size else source.size
         fps = settings.fps or source.fps
         background = open_background(settings, size)
@@ -448,8 +446,9 @@ def build(settings: Settings, source: Source | None = None) -> Pipeline:
             sinks.append(PreviewSink())
             opened.callback(sinks[-1].close)
         session = None
-        if session_args:
-            session = MattingSession(*session_args, device=settings.device, matte_size=settings.matte_size)
+        if settings.mode != "passthrough" or source.live:  # a live run may switch to a background later
+            spec = get_spec(settings.model)
+            session = MattingSession(spec, ensure_model(spec), device=settings.device, matte_size=settings.matte_size)
         pipeline = Pipeline(settings, source, sinks, background, session, size)
         opened.pop_all()
     log.info("source: %s%s", source.name, f" ({source.delivered})" if hasattr(source, "delivered") else "")

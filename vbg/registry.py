@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+import platformdirs
+
 from vbg.errors import VbgError
 
 try:
@@ -207,15 +209,10 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def cache_dir() -> Path:
-    """The user's cache directory for vbg (``VBG_CACHE_DIR`` overrides)."""
+    """The user's cache directory for vbg, where the platform keeps caches (``VBG_CACHE_DIR`` overrides)."""
     if os.environ.get("VBG_CACHE_DIR"):
         return Path(os.environ["VBG_CACHE_DIR"])
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
-        return base / "vbg" / "Cache"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "vbg"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vbg"
+    return platformdirs.user_cache_path("vbg", appauthor=False)
 
 
 def model_path(spec: ModelSpec) -> Path:

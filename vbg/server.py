@@ -229,6 +229,23 @@ class _BoundedServer(web.Server):
             transport.close()
 
 
+def _port_error(host: str, port: int, exc: OSError) -> VbgError:
+    return VbgError(f"cannot serve on {host}:{port} ({exc.strerror or exc}); pick another --port "
+                    "or --host (`vbg doctor --port N` checks one)")
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise the --serve error now unless ``host:port`` can be bound (checked before a model download)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will bind it
+            probe.bind(address)
+    except OSError as exc:
+        raise _port_error(host, port, exc) from None
+
+
 class ControlServer:
     """The HTTP + WebSocket server around one running pipeline; serving from construction to :meth:`close`."""
 
@@ -251,8 +268,7 @@ class ControlServer:
             self.port = asyncio.run_coroutine_threadsafe(self._open(host, port), self._loop).result(30)
         except OSError as exc:
             self._stop_loop()
-            raise VbgError(f"cannot serve on {host}:{port} ({exc.strerror or exc}); pick another --port "
-                           "or --host") from None
+            raise _port_error(host, port, exc) from None
         pipeline.taps.append(self.stream.offer)
         log.debug("serving on %s port %d", host, self.port)
 

@@ -29,6 +29,9 @@ GPU_PROVIDERS = (
 )
 CPU_PROVIDER = "CPUExecutionProvider"
 DEVICES = ("auto", "cpu", "gpu")
+# onnxruntime-gpu is a separate build that owns the same `onnxruntime` module, so it replaces the CPU one.
+GPU_INSTALL = ("`pip uninstall -y onnxruntime && pip install onnxruntime-gpu` (NVIDIA, CUDA 12; on Windows "
+               "without NVIDIA: onnxruntime-directml), then `vbg doctor` lists the providers")
 
 
 def choose_providers(device: str, available: Sequence[str]) -> list[str]:
@@ -45,7 +48,7 @@ def choose_providers(device: str, available: Sequence[str]) -> list[str]:
     if device == "gpu" and not gpus:
         raise VbgError(
             "--device gpu: onnxruntime offers no GPU provider here "
-            f"(available: {', '.join(available)}); install `pip install vbg[gpu]` or use --device cpu"
+            f"(available: {', '.join(available)}); install its GPU build with {GPU_INSTALL}; or use --device cpu"
         )
     return gpus + [CPU_PROVIDER]
 

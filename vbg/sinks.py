@@ -54,7 +54,8 @@ class VirtualCameraSink:
                                                device=device, backend=backend)
         except Exception as exc:  # pyvirtualcam reports every backend's failure as one RuntimeError
             reason = " ".join(str(exc).split())
-            hint = (f"load v4l2loopback with `{V4L2LOOPBACK_SETUP}` and pass --vcam-device /dev/video10"
+            hint = (f"load v4l2loopback with `{V4L2LOOPBACK_SETUP}` and pass --vcam-device /dev/video10 "
+                    "(`vbg doctor` checks the set-up)"
                     if sys.platform.startswith("linux") else "install OBS Studio and start its virtual camera once")
             raise VbgError(f"no virtual camera device ({reason}); {hint}; or use --output FILE|null") from None
         self.name = f"virtual camera {self._camera.device} ({self._camera.backend})"

@@ -47,6 +47,13 @@ def _fourcc_text(code: float) -> str:
     return "".join(chr((value >> 8 * i) & 0xFF) for i in range(4)).strip("\0 ") or "?"
 
 
+def _opencv_errors_only() -> None:
+    if hasattr(cv2.utils, "logging"):  # OpenCV >= 4.13
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    else:  # OpenCV 4.8-4.12, the oldest pyproject.toml allows
+        cv2.setLogLevel(2)  # LOG_LEVEL_ERROR
+
+
 class CameraSource:
     """A webcam through OpenCV (V4L2 on Linux), by index or device path."""
 
@@ -80,7 +87,7 @@ class CameraSource:
 
     def _open(self) -> cv2.VideoCapture | None:
         target: int | str = int(self.device) if self.device.isdigit() else self.device
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # our message, not OpenCV's
+        _opencv_errors_only()  # our message, not OpenCV's
         api = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
         capture = cv2.VideoCapture(target, api)
         if not capture.isOpened():

@@ -1,0 +1,228 @@
+"""`vbg doctor`: what stands between this machine and a working call, one check a line.
+
+Each check reads the system facts it needs (``/sys``, ``/dev``, onnxruntime, the model
+cache, a socket) and says what it found and, where that is a problem, the command that
+fixes it. The roots of ``/sys`` and ``/dev`` are parameters so that the checks can be
+run on a faked system.
+"""
+
+from __future__ import annotations
+
+import grp
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from vbg.errors import VbgError
+
+log = logging.getLogger(__name__)
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"  # FAIL: the plain `vbg` command cannot work until it is fixed
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the report: what was checked, what was found, and the fix if it is a problem."""
+
+    name: str
+    status: str  # OK, WARN (works, but worse or only partly) or FAIL (blocks the main command)
+    found: str
+    fix: str = ""
+
+    def line(self) -> str:
+        return f"{self.status:<4}  {self.name}: {self.found}" + (f"; fix: {self.fix}" if self.fix else "")
+
+
+def _may_open(path: Path) -> bool:
+    return os.access(path, os.R_OK | os.W_OK)  # the real user and group, ACLs (udev uaccess) included
+
+
+def _video_devices(sys_root: Path) -> dict[str, bool]:
+    """video4linux devices by name (``video10``), True for v4l2loopback's (virtual, no hardware)."""
+    video = sys_root / "class" / "video4linux"
+    if not video.is_dir():
+        return {}
+    devices = {entry.name: "/devices/virtual/" in os.path.realpath(entry) for entry in video.iterdir()}
+    return dict(sorted(devices.items(), key=lambda item: int(re.sub(r"\D", "", item[0]) or 0)))
+
+
+def virtual_camera(sys_root: Path = Path("/sys"), dev_root: Path = Path("/dev"), device: str | None = None,
+                   may_open: Callable[[Path], bool] = _may_open) -> list[Check]:
+    """v4l2loopback loaded, a loopback device present (``device`` if given) with ``exclusive_caps=1``
+    (Chrome and Zoom list only capture-only devices), and this user allowed to write it."""
+    from vbg.sinks import V4L2LOOPBACK_SETUP
+
+    name = "virtual camera"
+    module = sys_root / "module" / "v4l2loopback"
+    if not module.is_dir():
+        return [Check(name, FAIL, "the v4l2loopback kernel module is not loaded",
+                      f"`{V4L2LOOPBACK_SETUP}` (Debian/Ubuntu: `sudo apt install v4l2loopback-dkms` first)")]
+    loopbacks = [dev for dev, virtual in _video_devices(sys_root).items() if virtual]
+    if device is not None:
+        wanted = Path(device).name
+        if wanted not in loopbacks:
+            return [Check(name, FAIL, f"{device} is not a v4l2loopback device (those here: "
+                                      f"{', '.join('/dev/' + d for d in loopbacks) or 'none'})",
+                          f"`sudo modprobe -r v4l2loopback && {V4L2LOOPBACK_SETUP}`, or pass one of those "
+                          "to --vcam-device")]
+    elif not loopbacks:
+        return [Check(name, FAIL, "v4l2loopback is loaded but has no device",
+                      f"`sudo modprobe -r v4l2loopback && {V4L2LOOPBACK_SETUP}`")]
+    else:
+        wanted = loopbacks[0]
+    label = _read(sys_root / "class" / "video4linux" / wanted / "name")
+    checks = [Check(name, OK, f"v4l2loopback device /dev/{wanted}" + (f" ('{label}')" if label else ""))]
+
+    # exclusive_caps is an array over the devices in the order they were made (video_nr order)
+    caps = _read(module / "parameters" / "exclusive_caps").split(",")
+    index = loopbacks.index(wanted)
+    exclusive = index < len(caps) and caps[index].strip() in ("Y", "1")
+    checks.append(Check("exclusive_caps", OK, f"/dev/{wanted} is capture-only for call apps") if exclusive else
+                  Check("exclusive_caps", WARN, f"/dev/{wanted} was made without exclusive_caps=1: Chrome, "
+                        "Meet and Zoom do not list it", f"`sudo modprobe -r v4l2loopback && {V4L2LOOPBACK_SETUP}`"))
+    node = dev_root / wanted
+    if not node.exists():
+        checks.append(Check("device access", FAIL, f"{node} does not exist though the kernel lists {wanted}",
+                            f"`sudo modprobe -r v4l2loopback && {V4L2LOOPBACK_SETUP}`"))
+    elif may_open(node):
+        checks.append(Check("device access", OK, f"you may write {node}"))
+    else:
+        checks.append(Check("device access", FAIL, f"you may not open {node}", _group_fix(node)))
+    return checks
+
+
+def _group_fix(node: Path) -> str:
+    try:
+        group = grp.getgrgid(node.stat().st_gid).gr_name
+    except (KeyError, OSError):
+        group = "video"
+    return f"`sudo usermod -aG {group} $USER`, then log out and in again"
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def camera(device: str = "0", sys_root: Path = Path("/sys"), dev_root: Path = Path("/dev"),
+           open_camera: Callable[[str], object] | None = None,
+           may_open: Callable[[Path], bool] = _may_open) -> Check:
+    """A camera is there, this user may open it, and what it delivers (as OpenCV opens it for vbg)."""
+    name = f"camera {device}"
+    linux = sys.platform.startswith("linux")
+    if device.isdigit() and linux and not any(not virtual for virtual in _video_devices(sys_root).values()):
+        return Check(name, FAIL, "no camera found (no /dev/video* device but v4l2loopback's)",
+                     "plug one in, or run vbg on a file: `vbg --input talk.mp4`")
+    node = dev_root / f"video{device}" if device.isdigit() else Path(device)
+    if linux and node.exists() and not may_open(node):
+        return Check(name, FAIL, f"you may not open {node}", _group_fix(node))
+    if open_camera is None:
+        from vbg.config import Settings, parse_size
+        from vbg.sources import CameraSource
+
+        wanted = Settings()
+        open_camera = lambda dev: CameraSource(  # noqa: E731
+            dev, parse_size(wanted.camera_size, "--camera-size"), wanted.camera_fps, wanted.fourcc)
+    try:
+        source = open_camera(device)
+    except VbgError as exc:  # its message names the fix
+        return Check(name, FAIL, str(exc))
+    try:
+        width, height = source.size
+        return Check(name, OK, f"delivers {width}x{height} @ {source.fps:g} fps")
+    finally:
+        source.close()
+
+
+def providers(available: Sequence[str] | None = None, installed: Sequence[str] | None = None,
+              dev_root: Path = Path("/dev")) -> Check:
+    """Which onnxruntime providers exist and, where there is no GPU one, why not."""
+    from vbg.session import CPU_PROVIDER, GPU_INSTALL, GPU_PROVIDERS
+
+    if available is None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+    if installed is None:
+        installed = [d for d in ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml") if _installed(d)]
+    gpus = [p for p in available if p in GPU_PROVIDERS]
+    found = f"onnxruntime providers {', '.join(p.removesuffix('ExecutionProvider') for p in available)}"
+    if CPU_PROVIDER not in available:
+        return Check("inference", FAIL, found, "`pip install --force-reinstall onnxruntime`")
+    if gpus:
+        return Check("inference", OK, found)
+    if len(installed) > 1:
+        return Check("inference", WARN, f"{found}: {' and '.join(installed)} are both installed and overwrite "
+                     "each other", f"`pip uninstall -y {' '.join(installed)} && pip install onnxruntime-gpu`")
+    if "onnxruntime-gpu" in installed:
+        return Check("inference", WARN, f"{found}: onnxruntime-gpu is installed but cannot load CUDA",
+                     "install the CUDA 12 and cuDNN 9 runtime libraries for your NVIDIA driver "
+                     "(e.g. `pip install nvidia-cudnn-cu12 nvidia-cuda-runtime-cu12 nvidia-cublas-cu12`)")
+    if sys.platform.startswith("linux") and not (dev_root / "nvidia0").exists():
+        return Check("inference", OK, f"{found} (no NVIDIA GPU here: the CPU runs the model)")
+    return Check("inference", WARN, f"{found}: the CPU build of onnxruntime is installed", GPU_INSTALL)
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def model_cache(model: str | None = None) -> Check:
+    """The default (or ``model``) model in the cache and verified, or what the first run will do."""
+    from vbg import registry
+    from vbg.config import Settings
+
+    try:
+        spec = registry.get_spec(model or Settings().model)
+        path = registry.model_path(spec)
+        if not path.exists() or not spec.sha256:
+            making = f"made from '{spec.derive_from}' on first use (a minute or two)" if spec.derive_from else \
+                f"downloaded on first use ({spec.size / 1e6:.0f} MB)"
+            cache = registry.cache_dir()
+            if cache.exists() and not os.access(cache, os.W_OK):
+                return Check(f"model {spec.name}", FAIL, f"not in the cache, and {cache} is not writable",
+                             f"`sudo chown -R $USER {cache}`, or set VBG_CACHE_DIR to a folder of yours")
+            return Check(f"model {spec.name}", WARN, f"not in the cache yet: {making}",
+                         f"`vbg models pull {spec.name}` does it now")
+        registry.verify(spec, path)
+    except VbgError as exc:  # its message names the fix
+        return Check(f"model {model or Settings().model}", FAIL, str(exc))
+    return Check(f"model {spec.name}", OK, f"verified at {path}")
+
+
+def serve_port(host: str = "127.0.0.1", port: int = 8765) -> Check:
+    """The --serve port is free (only `vbg --serve` needs it, so a busy one is a warning)."""
+    from vbg.server import check_port
+
+    try:
+        check_port(host, port)
+    except VbgError as exc:  # its message names the fix
+        return Check("--serve port", WARN, f"{exc} (only `vbg --serve` needs it)")
+    return Check("--serve port", OK, f"{host}:{port} is free")
+
+
+def run_checks(*, camera_device: str = "0", vcam_device: str | None = None, host: str = "127.0.0.1",
+               port: int = 8765, sys_root: Path = Path("/sys"), dev_root: Path = Path("/dev")) -> list[Check]:
+    """Every check, in the order a first run meets them."""
+    checks: list[Check] = []
+    if sys.platform.startswith("linux"):
+        checks += virtual_camera(sys_root, dev_root, vcam_device)
+    else:
+        checks.append(Check("virtual camera", WARN, "not checked on this platform (OBS Studio's virtual camera)",
+                            "install OBS Studio and start its virtual camera once"))
+    checks.append(camera(camera_device, sys_root, dev_root))
+    checks.append(providers(dev_root=dev_root))
+    checks.append(model_cache())
+    checks.append(serve_port(host, port))
+    return checks
