@@ -214,7 +214,7 @@ def _models(argv: Sequence[str]) -> int:
     if args.command == "list":
         for spec in registry.load_registry().values():
             cached = "downloaded" if registry.model_path(spec).is_file() else "not downloaded"
-            print(f"{spec.name:<12} {spec.licence:<11} {spec.size / 1e6:5.1f} MB  {cached:<15} {spec.description}")
+            print(f"{spec.name:<16} {spec.licence:<11} {spec.size / 1e6:5.1f} MB  {cached:<15} {spec.description}")
         return 0
     if args.command == "export":
         return _export(args)
