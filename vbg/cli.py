@@ -219,10 +219,10 @@ def _models(argv: Sequence[str]) -> int:
     if args.command == "list":
         for spec in registry.load_registry().values():
             cached = "downloaded" if registry.model_path(spec).is_file() else "not downloaded"
-            print(f"{spec.name:<12} {spec.licence:<11} {spec.size / 1e6:5.1f} MB  {cached:<15} {spec.description}")
+            print(f"{spec.name:<16} {spec.licence:<11} {spec.size / 1e6:5.1f} MB  {cached:<15} {spec.description}")
             if spec.made_with:
                 stale = registry.stale_reason(spec)
-                print(f"{'':<12} made with " + ", ".join(f"{k} {v}" for k, v in spec.made_with.items())
+                print(f"{'':<16} made with " + ", ".join(f"{k} {v}" for k, v in spec.made_with.items())
                       + (f"; made again on next use ({stale})" if stale else ""))
         name, why = registry.default_model()
         print(f"default here (--model auto): {name}, because {why}")

