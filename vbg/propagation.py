@@ -13,8 +13,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from vbg.flow import Flow, can_flow
-from vbg.imaging import shrink
+from vbg.flow import Flow, can_flow, flow_grey
 
 
 class Propagator:
@@ -29,9 +28,8 @@ class Propagator:
     def __call__(self, alpha: np.ndarray, matte_grey: np.ndarray, frame: np.ndarray) -> np.ndarray:
         """``alpha`` (float32, any resolution) of the frame whose grey flow image is ``matte_grey``
         (:func:`~vbg.flow.flow_grey`), moved onto ``frame`` (BGR uint8, any size)."""
-        h, w = matte_grey.shape
-        grey = cv2.cvtColor(shrink(frame, (w, h)), cv2.COLOR_BGR2GRAY)
+        grey = flow_grey(frame, matte_grey.shape)  # the matte's grey is already at the flow's size
         if not can_flow(grey):
             return alpha
-        to_matte = self._flow.scale_map(self._flow.to_map(self._flow.flow(grey, matte_grey)), alpha.shape)
+        to_matte = self._flow.to_map(self._flow.flow(grey, matte_grey), alpha.shape)
         return cv2.remap(alpha, to_matte, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
