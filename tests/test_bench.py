@@ -18,6 +18,7 @@ from vbg.sources import SyntheticSource
 
 pytestmark = pytest.mark.usefixtures("modnet_path")
 STAGES = {"capture", "preprocess", "inference", "smoothing", "refinement", "edges", "composite", "output"}
+LIVE_STAGES = STAGES | ({"propagation"} if Settings().propagate else set())  # frames shown with an older matte
 
 
 def bench_json(capsys, *argv: str) -> dict:
@@ -27,10 +28,12 @@ def bench_json(capsys, *argv: str) -> dict:
 
 def test_paced_bench_reports_every_key_and_consistent_counts(capsys):
     result = bench_json(capsys, "--frames", "24")
-    for key in ("fps", "matte_fps", "latency_p50_ms", "latency_p95_ms", "cpu_percent", "dropped", "stages"):
+    for key in ("fps", "matte_fps", "latency_p50_ms", "latency_p95_ms", "matte_age_p50_ms", "matte_age_p95_ms",
+                "cpu_percent", "dropped", "stages"):
         assert key in result
     assert result["frames"] == 24 and result["paced"] is True and result["size"] == "320x180"
-    assert set(result["stages"]) == STAGES
+    assert set(result["stages"]) == LIVE_STAGES
+    assert 0 <= result["matte_age_p50_ms"] <= result["matte_age_p95_ms"]
     stages = result["stages"]
     assert stages["capture"]["count"] == result["frames_captured"] >= 24
     assert stages["composite"]["count"] >= 24 and stages["output"]["count"] >= 24
@@ -44,6 +47,8 @@ def test_unpaced_bench_mattes_every_frame_and_drops_none(capsys):
     result = bench_json(capsys, "--frames", "12", "--unpaced", "--color", "#000000")
     assert result["paced"] is False and result["dropped"] == 0
     assert result["frames"] == result["mattes"] == result["stages"]["inference"]["count"] == 12
+    assert result["matte_age_p95_ms"] == 0.0  # every frame waits for its own matte
+    assert set(result["stages"]) == STAGES
 
 
 def test_passthrough_bench_runs_no_inference(capsys):

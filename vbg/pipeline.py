@@ -248,9 +248,8 @@ class Pipeline:
         packet.alpha = self._matter.finish(packet.alpha, packet.frame, packet.small)
         packet.small, packet.grey = None, self._matter.grey
         packet.matte_index, packet.matte_captured_at = packet.index, packet.captured_at
-        if self._propagator is None:  # a propagated matte gets its edges once moved, on the compositor
-            with self.clock.time("edges"):
-                packet.edges = self._compositor.edges(packet.alpha, packet.frame)
+        with self.clock.time("edges"):
+            packet.edges = self._compositor.edges(packet.alpha, packet.frame)
         if self.live:
             self._latest_matte.publish(packet)
         return packet
@@ -284,10 +283,8 @@ class Pipeline:
             if self._propagator is not None and matte.index != packet.index and matte.grey is not None:
                 with self.clock.time("propagation"):
                     packet.alpha = self._propagator(matte.alpha, matte.grey, packet.frame)
-                packet.edges = None
-            if packet.edges is None and self._propagator is not None:
-                with self.clock.time("edges"):
-                    packet.edges = self._compositor.edges(packet.alpha, packet.frame)
+                    # The edge band moves with the matte; the old room's colour behind it is the matte's.
+                    packet.edges = self._compositor.edges(packet.alpha, packet.frame, like=matte.edges)
         with self.clock.time("composite"):
             packet.image = self._compositor(packet.frame, packet.alpha, self.background.render(packet.frame),
                                             packet.edges)
