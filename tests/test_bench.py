@@ -84,9 +84,10 @@ def test_a_slow_consumer_makes_live_runs_drop_oldest_frames_and_count_them(modne
     pipeline.close()
     assert sink.frames == stats.frames_out == 20
     assert stats.dropped > 0
-    # Every captured frame was either written, dropped and counted, or still in a buffer at the end.
+    # Every captured frame was either written, dropped and counted, or still on its way at the end:
+    # in the two 2-slot buffers, in the compositor's hands, or between capture and its buffer.
     in_flight = stats.frames_captured - stats.frames_out - stats.dropped
-    assert 0 <= in_flight <= 4
+    assert 0 <= in_flight <= 2 + 2 + 1 + 1
     assert stats.output_fps < 30 and stats.frames_captured / stats.elapsed_s > 60  # capture kept its pace
 
 
