@@ -17,12 +17,12 @@ FLOW_MAX_WIDTH = 512  # mattes at frame size (RVM) and full-resolution mattes ge
 FLOW_MIN_SIDE = 16  # DIS needs a few patches' worth of image; smaller images get no flow
 
 
-def flow_size(shape: tuple[int, int]) -> tuple[int, int]:
-    """(width, height) at which to find the flow for an image of ``shape``: its own, at most FLOW_MAX_WIDTH wide."""
+def flow_size(shape: tuple[int, int], max_width: int = FLOW_MAX_WIDTH) -> tuple[int, int]:
+    """(width, height) at which to find the flow for an image of ``shape``: its own, at most ``max_width`` wide."""
     h, w = shape
-    if w <= FLOW_MAX_WIDTH:
+    if w <= max_width:
         return w, h
-    return FLOW_MAX_WIDTH, max(1, round(h * FLOW_MAX_WIDTH / w))
+    return max_width, max(1, round(h * max_width / w))
 
 
 def flow_grey(frame: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
