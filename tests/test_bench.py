@@ -18,7 +18,7 @@ from vbg.sources import SyntheticSource
 
 pytestmark = pytest.mark.usefixtures("modnet_path")
 STAGES = {"capture", "preprocess", "inference", "smoothing", "refinement", "edges", "composite", "output"}
-LIVE_STAGES = STAGES | ({"propagation"} if Settings().propagate else set())  # frames shown with an older matte
+LIVE_STAGES = STAGES | ({"propagation", "moved edges"} if Settings().propagate else set())  # older mattes shown
 
 
 def bench_json(capsys, *argv: str) -> dict:

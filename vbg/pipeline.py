@@ -8,7 +8,9 @@ reload, preview keys), and it pauses while nobody watches (:func:`nobody_watchin
   Every captured frame goes to the compositor, and the newest one is offered to
   inference through a one-slot buffer; the compositor blends each frame with the
   newest matte (:class:`Latest`), so a slow model lowers the matte rate, not the
-  output rate. A full buffer drops its oldest frame and counts it.
+  output rate. That matte, made from an earlier frame, is moved onto the frame along the
+  optical flow (:mod:`vbg.propagation`) unless ``propagate`` is off; ``hold`` lets a frame
+  wait a bounded time for its own matte. A full buffer drops its oldest frame and counts it.
 * **Lossless** (a file into a file or into nothing): every buffer blocks, every
   frame gets its own matte, and every input frame yields exactly one output
   frame, in order.
@@ -283,7 +285,7 @@ class Pipeline:
             if self._propagator is not None and matte.index != packet.index and matte.grey is not None:
                 with self.clock.time("propagation"):
                     packet.alpha = self._propagator(matte.alpha, matte.grey, packet.frame)
-                    # The edge band moves with the matte; the old room's colour behind it is the matte's.
+                with self.clock.time("moved edges"):  # the band moved; the old room's colour is the matte's
                     packet.edges = self._compositor.edges(packet.alpha, packet.frame, like=matte.edges)
         with self.clock.time("composite"):
             packet.image = self._compositor(packet.frame, packet.alpha, self.background.render(packet.frame),
