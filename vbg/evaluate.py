@@ -157,6 +157,7 @@ def evaluate_live_clip(settings: Settings, session: MattingSession, clip: Path) 
     pipeline = Pipeline(settings.replace(frames=None, mode="color", mirror=False, size=None), source,
                         [NullSink()], color_background(settings.color, size), session, size)
     pipeline.taps.append(keep)
+    pipeline.warm_start = True  # the clip continues a running call: its first frames are not spent waiting
     try:
         stats = pipeline.run()
     finally:

@@ -167,6 +167,9 @@ class Pipeline:
         self.session = session
         self.taps: list[Callable[[Packet], None]] = []  # see every output packet; must not block
         self.idle: Callable[[], bool] | None = None  # True while nobody watches: capture and inference pause
+        # True: capture waits for the first matte before the second frame, as if the call had been
+        # running already (`vbg eval --live`, whose clips are too short to spend on the start).
+        self.warm_start = False
         self._change_lock = threading.Lock()
         self._retired: list[Background] = []  # replaced backgrounds, closed at the end (a stage may hold one)
         self._mode_before_passthrough = "blur" if settings.mode == "passthrough" else settings.mode
@@ -240,6 +243,9 @@ class Pipeline:
                 break
             if to_composite is not None and not to_composite.put(packet):
                 break
+            if index == 1 and self.warm_start and self.background.needs_matte:
+                self._latest_matte.wait()
+                pacer = Pacer(self.source.fps) if self.source.paced else None  # from now on, not to catch up
 
     def _infer(self, packet: Packet) -> Packet:
         packet.alpha, packet.small = self._matter.infer(packet.frame)
