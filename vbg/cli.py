@@ -72,6 +72,11 @@ def _add_look_options(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--smoothing", type=float, metavar="0-1", help=f"motion-compensated temporal smoothing against flicker (default {Settings.smoothing}, 0 = off)")
     model.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
                        help="edges guided by the full-resolution frame (default on)")
+    model.add_argument("--propagate", action=argparse.BooleanOptionalAction, default=None,
+                       help="live: carry the newest matte to each frame along the optical flow, so edges "
+                            f"follow a moving person between model runs (default {'on' if Settings.propagate else 'off'})")
+    model.add_argument("--hold", type=float, metavar="MS",
+                       help="live: let each frame wait up to MS for its own matte (default 0: never waits)")
     parser.add_argument("--config", metavar="FILE", help="TOML settings file (see configs/); options given here win")
 
 
@@ -175,7 +180,8 @@ def _bench(argv: Sequence[str]) -> int:
     result = report(stats)
     print(f"{stats.source} -> {result['size']}, {'paced' if result['paced'] else 'unpaced'}, "
           f"provider {stats.provider}")
-    print(f"output {result['fps']:.1f} fps, matte {result['matte_fps']:.1f} updates/s, "
+    print(f"output {result['fps']:.1f} fps, matte {result['matte_fps']:.1f} updates/s, matte age p50 "
+          f"{result['matte_age_p50_ms']:.0f} ms p95 {result['matte_age_p95_ms']:.0f} ms, "
           f"latency p50 {result['latency_p50_ms']:.0f} ms p95 {result['latency_p95_ms']:.0f} ms, "
           f"CPU {result['cpu_percent']:.0f}% (100 = one core), dropped {result['dropped']}, "
           f"RSS {result['rss_mb_start']:.0f} MB at start, {result['rss_mb_warm']:.0f} MB warm, "
@@ -263,7 +269,7 @@ def _eval(argv: Sequence[str]) -> int:
         "CLIP/com/*.jpg|png (frames) + CLIP/pha/*.png (true alpha), e.g. from "
         "`make_clips.py --preset dev --out DIR`.",
         epilog="MAD and MSE are x1e3, Grad and Conn /1e3, dtSSD x1e2 (lower is better); ms/frame is the "
-        "matte path's own time.")
+        "matte path's own time (with --live: wall time per output frame).")
     parser.add_argument("dir", metavar="DIR", nargs="?", help="a clip folder, or a folder of clip folders")
     parser.add_argument("--flicker", nargs="+", type=Path, metavar="VIDEO",
                         help="videos without ground truth: report flicker, the mean |alpha change| x1e3 "
@@ -276,15 +282,26 @@ def _eval(argv: Sequence[str]) -> int:
     parser.add_argument("--device", choices=DEVICES, default="auto", help="where inference runs")
     parser.add_argument("--refine", action=argparse.BooleanOptionalAction, default=Settings.refine,
                         help="guided upsampling of the matte (default on; --no-refine: plain bilinear)")
+    parser.add_argument("--live", action="store_true",
+                        help="play each clip at its frame rate through the live pipeline (asynchronous matte, "
+                        "drops as in a call) and score the alpha composited on each output frame")
+    parser.add_argument("--propagate", action=argparse.BooleanOptionalAction, default=Settings.propagate,
+                        help="with --live: carry the newest matte to each frame along the optical flow "
+                        f"(default {'on' if Settings.propagate else 'off'})")
+    parser.add_argument("--hold", type=float, default=Settings.hold, metavar="MS",
+                        help="with --live: let each frame wait up to MS for its own matte (default 0)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the overall averages")
     args = parser.parse_args(argv)
     if not args.dir and not args.flicker:
         parser.error("give DIR (clips with ground truth) or --flicker VIDEO ...")
+    if args.live and not args.dir:
+        parser.error("--live needs DIR (clips with ground truth)")
     _configure_logging(False, args.json)
     settings = Settings().replace(model=args.model, matte_size=args.matte_size, smoothing=args.smoothing,
-                                  device=args.device, refine=args.refine)
+                                  device=args.device, refine=args.refine, propagate=args.propagate,
+                                  hold=args.hold)
 
-    from vbg.evaluate import evaluate, flicker, summarise
+    from vbg.evaluate import evaluate, evaluate_live, flicker, summarise
     from vbg.matting import Matter
     from vbg.registry import ensure_model, get_spec
     from vbg.session import MattingSession
@@ -297,17 +314,26 @@ def _eval(argv: Sequence[str]) -> int:
     def row(name: str, summary: dict) -> str:
         return f"{name:<20} {summary['frames']:>6} " + " ".join(f"{summary[c]:>9.2f}" for c in columns)
 
+    live = (f", live: propagation {'on' if settings.propagate else 'off'}, hold {settings.hold:g} ms"
+            if args.live else "")
     print(f"model {spec.name}, matte size {session.matte_size}, smoothing {settings.smoothing:g}, "
-          f"refine {'on' if settings.refine else 'off'}, provider {session.provider}")
+          f"refine {'on' if settings.refine else 'off'}, provider {session.provider}{live}")
     matter = Matter(session, settings.smoothing, refine=settings.refine)
     result = {"model": spec.name, "matte_size": session.matte_size, "smoothing": settings.smoothing,
-              "refine": settings.refine, "provider": session.provider}
+              "refine": settings.refine, "provider": session.provider, "live": args.live}
+    if args.live:
+        result.update(propagate=settings.propagate, hold=settings.hold)
     if args.dir:
         print(header)
-        scores = evaluate(matter, Path(args.dir).expanduser(),
-                          on_clip=lambda clip: print(row(clip.name, clip.summary()), flush=True))
+        on_clip = lambda clip: print(row(clip.name, clip.summary()), flush=True)  # noqa: E731
+        root = Path(args.dir).expanduser()
+        scores = (evaluate_live(settings, session, root, on_clip) if args.live
+                  else evaluate(matter, root, on_clip=on_clip))
         overall = summarise(scores)
         print(row("all", overall))
+        if args.live:
+            print(f"matte age p50 {overall.get('matte_age_p50_ms', 0):.0f} ms, "
+                  f"p95 {overall.get('matte_age_p95_ms', 0):.0f} ms; {overall.get('dropped', 0)} frames dropped")
         result.update(overall)
     if args.flicker:
         figures = []

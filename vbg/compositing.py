@@ -34,7 +34,10 @@ class Edges:
     """What one matte needs for every frame composited with it: its edge band and, there,
     alpha and the old background's estimated colour (and the light wrap's reach)."""
 
-    def __init__(self, alpha: np.ndarray, frame: np.ndarray, unmix: bool, wrap: bool) -> None:
+    def __init__(self, alpha: np.ndarray, frame: np.ndarray, unmix: bool, wrap: bool,
+                 estimate: np.ndarray | None = None) -> None:
+        """``estimate``: the old background's :func:`background_estimate` where the caller has one
+        (a matte moved onto a later frame keeps its own: the room behind hardly changes)."""
         self.matte = alpha
         self.settings = (unmix, wrap)
         h, w = alpha.shape
@@ -54,27 +57,34 @@ class Edges:
         if wrap:
             self.wrap = reach.reshape(-1)[self.index][:, None]
         self.old_share = None  # (1−α)·B_old: what the old background put into each edge pixel
+        self.estimate = None
         if unmix:
-            self.old_share = self.uncovered * _old_background(frame, alpha, small_size, self.index)
+            self.estimate = background_estimate(frame, alpha) if estimate is None else estimate
+            self.old_share = self.uncovered * _old_background(self.estimate, alpha.shape, self.index)
 
 
-def _old_background(frame: np.ndarray, alpha: np.ndarray, small_size: tuple[int, int],
-                    index: np.ndarray) -> np.ndarray:
-    """The colour the background behind each pixel in ``index`` (flat indices into the
-    frame) probably has, float32 Nx3: a local average of the frame weighted by how much
-    background each pixel shows. Where no background is near, it falls back to the
-    frame's own colour (no correction). Found at ``small_size``, where it is smooth enough
-    to be read back at the nearest pixel."""
+def background_estimate(frame: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """The colour the background behind each pixel probably has, float32 BGR at 1/ESTIMATE_SCALE
+    of the frame's size: a local average of the frame weighted by how much background each
+    pixel shows. Where no background is near, it falls back to the frame's own colour (no
+    correction). Smooth enough at that size to be read back at the nearest pixel."""
+    h, w = alpha.shape
+    small_size = (max(1, w // ESTIMATE_SCALE), max(1, h // ESTIMATE_SCALE))
     image = shrink(frame, small_size).astype(np.float32)
     weight = (shrink(alpha, small_size) < PLAIN).astype(np.float32)  # pixels that show plain background
     size = (2 * ESTIMATE_RADIUS + 1, 2 * ESTIMATE_RADIUS + 1)
     weighted_sum = cv2.blur(image * weight[..., None], size)
     weight_sum = cv2.blur(weight, size)[..., None]
     fallback = 1e-3
-    estimate = (weighted_sum + fallback * image) / (weight_sum + fallback)
-    rows, cols = np.divmod(index, alpha.shape[1])
-    small_rows = np.minimum(rows * small_size[1] // alpha.shape[0], small_size[1] - 1)
-    small_cols = np.minimum(cols * small_size[0] // alpha.shape[1], small_size[0] - 1)
+    return (weighted_sum + fallback * image) / (weight_sum + fallback)
+
+
+def _old_background(estimate: np.ndarray, shape: tuple[int, int], index: np.ndarray) -> np.ndarray:
+    """:func:`background_estimate` read back at the pixels ``index`` (flat indices into a frame of
+    ``shape``), float32 Nx3."""
+    rows, cols = np.divmod(index, shape[1])
+    small_rows = np.minimum(rows * estimate.shape[0] // shape[0], estimate.shape[0] - 1)
+    small_cols = np.minimum(cols * estimate.shape[1] // shape[1], estimate.shape[1] - 1)
     return estimate[small_rows, small_cols]
 
 
@@ -110,11 +120,13 @@ class Compositor:
         self._wrap_source: np.ndarray | None = None
         self._wrap_light: np.ndarray | None = None
 
-    def edges(self, alpha: np.ndarray, frame: np.ndarray) -> Edges | None:
+    def edges(self, alpha: np.ndarray, frame: np.ndarray, like: Edges | None = None) -> Edges | None:
         """The per-matte work for the current settings (None: nothing to do). It keeps no
-        state, so the matte's thread can do it and spare the compositing thread."""
+        state, so the matte's thread can do it and spare the compositing thread. ``like``:
+        the edges of the matte ``alpha`` was moved from; its background estimate is reused."""
         wrap = self.light_wrap > 0.0
-        return Edges(alpha, frame, self.unmix, wrap) if (self.unmix or wrap) else None
+        estimate = like.estimate if like is not None else None
+        return Edges(alpha, frame, self.unmix, wrap, estimate) if (self.unmix or wrap) else None
 
     def __call__(self, frame: np.ndarray, alpha: np.ndarray, background: np.ndarray,
                  edges: Edges | None = None) -> np.ndarray:

@@ -109,6 +109,8 @@ class Settings:
     device: str = _setting("auto", _choice(*DEVICES), "where inference runs")
     smoothing: float = _setting(0.6, _number(0, 1), "temporal smoothing strength, 0 turns it off")
     refine: bool = _setting(True, _boolean, "edges guided by the full-resolution frame (else plain upsampling)")
+    propagate: bool = _setting(True, _boolean, "live: carry the newest matte to each frame along the optical flow")
+    hold: float = _setting(0.0, _number(0, 1000), "live: ms a frame may wait for its own matte (0: never waits)")
     unmix: bool = _setting(True, _boolean, "take the old background's colour out of the person's edges")
     light_wrap: float = _setting(0.0, _number(0, 1), "how much of the new background's light spills over the edges")
     output: str = _setting("vcam", _string, "'vcam', 'null' or a video file path")

@@ -4,11 +4,18 @@ A dataset folder holds clips in the layout video-matting benchmarks use:
 ``CLIP/com/*.jpg|png`` (frames) and ``CLIP/pha/*.png`` (true alpha, same names).
 Frames go through :class:`~vbg.matting.Matter` in order — the model, temporal
 smoothing and upsampling that live mode uses, without compositing.
+
+``--live`` (:func:`evaluate_live`) scores what a call sees instead: each clip is played at
+its frame rate through the real live pipeline (paced source, asynchronous matte, dropped
+frames), and the alpha composited on each output frame — a matte from an earlier frame,
+propagated or not — is scored against that output frame's own truth.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +24,18 @@ import cv2
 import numpy as np
 
 from vbg import metrics
+from vbg.backgrounds import color_background
+from vbg.config import Settings
 from vbg.errors import VbgError
 from vbg.matting import Matter
-from vbg.sources import is_image_file
+from vbg.session import MattingSession
+from vbg.sinks import NullSink
+from vbg.sources import ImagesSource, is_image_file
 
 log = logging.getLogger(__name__)
 
 METRICS = ("mad", "mse", "grad", "conn", "dtssd")
+DEFAULT_FPS = 30.0
 
 
 @dataclass
@@ -33,6 +45,17 @@ class ClipScore:
     name: str
     values: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in METRICS})
     seconds: list[float] = field(default_factory=list)
+    matte_ages_ms: list[float] = field(default_factory=list)  # live: per output frame
+    dropped: int = 0  # live: frames that never reached the output
+
+    def add(self, pred: np.ndarray, truth: np.ndarray, previous: tuple[np.ndarray, np.ndarray] | None) -> None:
+        """Score one frame's ``pred`` against ``truth``; ``previous``: the (pred, truth) shown before it."""
+        if pred.shape != truth.shape:
+            pred = cv2.resize(pred, truth.shape[::-1], interpolation=cv2.INTER_LINEAR)
+        for name in ("mad", "mse", "grad", "conn"):
+            self.values[name].append(getattr(metrics, name)(pred, truth))
+        if previous is not None:
+            self.values["dtssd"].append(metrics.dtssd(pred, previous[0], truth, previous[1]))
 
     @property
     def frames(self) -> int:
@@ -51,6 +74,11 @@ def summarise(clips: list[ClipScore]) -> dict[str, float]:
     seconds = [s for clip in clips for s in clip.seconds]
     result["ms_per_frame"] = float(np.mean(seconds) * 1e3) if seconds else 0.0
     result["frames"] = len(seconds)
+    ages = [a for clip in clips for a in clip.matte_ages_ms]
+    if ages:
+        result["matte_age_p50_ms"] = float(np.percentile(ages, 50))
+        result["matte_age_p95_ms"] = float(np.percentile(ages, 95))
+        result["dropped"] = sum(clip.dropped for clip in clips)
     return result
 
 
@@ -73,26 +101,75 @@ def _read_alpha(path: Path) -> np.ndarray:
     return alpha.astype(np.float32) / 255.0
 
 
+def clip_frames(clip: Path) -> list[tuple[Path, Path]]:
+    """(frame, truth) paths of ``clip``, in frame order."""
+    pairs = []
+    for frame_path in sorted(p for p in (clip / "com").iterdir() if is_image_file(p)):
+        truth_path = clip / "pha" / (frame_path.stem + ".png")
+        if not truth_path.is_file():
+            raise VbgError(f"frame {frame_path} has no ground truth {truth_path}")
+        pairs.append((frame_path, truth_path))
+    if not pairs:
+        raise VbgError(f"clip {clip} has no frames in {clip / 'com'}")
+    return pairs
+
+
+def clip_fps(clip: Path) -> float:
+    """The clip's frame rate from its meta.json (make_clips.py writes one), else 30."""
+    try:
+        fps = float(json.loads((clip / "meta.json").read_text("utf-8")).get("fps", DEFAULT_FPS))
+    except (OSError, ValueError, AttributeError):
+        return DEFAULT_FPS
+    return fps if math.isfinite(fps) and 1 <= fps <= 240 else DEFAULT_FPS
+
+
 def evaluate_clip(matter: Matter, clip: Path) -> ClipScore:
     """Run ``clip``'s frames through ``matter`` in order and score each against its truth."""
     score = ClipScore(clip.name)
     matter.reset()
     previous: tuple[np.ndarray, np.ndarray] | None = None
-    for frame_path in sorted(p for p in (clip / "com").iterdir() if is_image_file(p)):
-        truth_path = clip / "pha" / (frame_path.stem + ".png")
-        if not truth_path.is_file():
-            raise VbgError(f"frame {frame_path} has no ground truth {truth_path}")
+    for frame_path, truth_path in clip_frames(clip):
         frame = cv2.imread(str(frame_path), cv2.IMREAD_COLOR)
         truth = _read_alpha(truth_path)
         started = time.perf_counter()
         pred = matter(frame)
         score.seconds.append(time.perf_counter() - started)
-        if pred.shape != truth.shape:
-            pred = cv2.resize(pred, truth.shape[::-1], interpolation=cv2.INTER_LINEAR)
-        for name in ("mad", "mse", "grad", "conn"):
-            score.values[name].append(getattr(metrics, name)(pred, truth))
-        if previous is not None:
-            score.values["dtssd"].append(metrics.dtssd(pred, previous[0], truth, previous[1]))
+        score.add(pred, truth, previous)
+        previous = (pred, truth)
+    return score
+
+
+def evaluate_live_clip(settings: Settings, session: MattingSession, clip: Path) -> ClipScore:
+    """Play ``clip`` at its frame rate through the live pipeline and score the alpha composited
+    on each output frame against that frame's truth (dtSSD between successive output frames)."""
+    from vbg.pipeline import Pipeline  # the pipeline imports the server; offline eval does not need it
+
+    pairs = clip_frames(clip)
+    source = ImagesSource([frame for frame, _ in pairs], f"clip {clip.name}", paced=True, fps=clip_fps(clip))
+    shown: list[tuple[int, np.ndarray]] = []  # (frame index, composited alpha) per output frame
+
+    def keep(packet) -> None:  # on the output thread: a cheap copy, scored after the run
+        if packet.alpha is not None:
+            shown.append((packet.index, packet.alpha.astype(np.float16)))
+
+    session.reset()
+    size = source.size
+    pipeline = Pipeline(settings.replace(frames=None, mode="color", mirror=False, size=None), source,
+                        [NullSink()], color_background(settings.color, size), session, size)
+    pipeline.taps.append(keep)
+    pipeline.warm_start = True  # the clip continues a running call: its first frames are not spent waiting
+    try:
+        stats = pipeline.run()
+    finally:
+        pipeline.close()
+    score = ClipScore(clip.name, matte_ages_ms=list(stats.matte_ages_ms),
+                      dropped=len(pairs) - len(shown))
+    previous: tuple[np.ndarray, np.ndarray] | None = None
+    for index, alpha in shown:
+        truth = _read_alpha(pairs[index][1])
+        pred = alpha.astype(np.float32)
+        score.add(pred, truth, previous)
+        score.seconds.append(stats.elapsed_s / max(1, len(shown)))
         previous = (pred, truth)
     return score
 
@@ -102,6 +179,18 @@ def evaluate(matter: Matter, root: Path, on_clip=None) -> list[ClipScore]:
     scores = []
     for clip in find_clips(root):
         scores.append(evaluate_clip(matter, clip))
+        if on_clip:
+            on_clip(scores[-1])
+    return scores
+
+
+def evaluate_live(settings: Settings, session: MattingSession, root: Path, on_clip=None) -> list[ClipScore]:
+    """:func:`evaluate` through the live pipeline (:func:`evaluate_live_clip`)."""
+    clips = find_clips(root)
+    session.infer(cv2.imread(str(clip_frames(clips[0])[0][0]), cv2.IMREAD_COLOR))  # warm, as a running call is
+    scores = []
+    for clip in clips:
+        scores.append(evaluate_live_clip(settings, session, clip))
         if on_clip:
             on_clip(scores[-1])
     return scores

@@ -9,6 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from vbg.flow import flow_grey
 from vbg.imaging import shrink
 from vbg.refine import GuidedUpsampler
 from vbg.session import MattingSession
@@ -33,6 +34,7 @@ class Matter:
         self.upsampler = GuidedUpsampler() if refine else None
         self.clock = clock or StageClock()
         self.scene_cuts = 0
+        self.grey: np.ndarray | None = None  # the last finished frame, grey at the flow's size (for propagation)
         self._thumbnail: np.ndarray | None = None
 
     def _scene_cut(self, frame: np.ndarray) -> bool:
@@ -42,22 +44,28 @@ class Matter:
         previous, self._thumbnail = self._thumbnail, thumbnail
         return previous is not None and float(np.abs(thumbnail - previous).mean()) > SCENE_CUT
 
-    def infer(self, frame: np.ndarray) -> np.ndarray:
-        """The model's raw matte of ``frame`` (at its own resolution)."""
+    def infer(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The model's raw matte of ``frame`` (at its own resolution) and the frame shrunk to the
+        model's input size: shrunk once per matte, it serves the model, smoothing and refinement."""
         with self.clock.time("preprocess"):
             if self._scene_cut(frame):  # history of another scene would only smear into this one
                 self.scene_cuts += 1
                 self.smoother.reset()
                 self.session.reset()
-            feeds = self.session.prepare(frame)
+            h, w = self.session.input_shape(frame.shape[:2])
+            small = shrink(frame, (w, h))
+            feeds = self.session.prepare(small)  # the model's own size: prepare resizes nothing more
         with self.clock.time("inference"):
-            return self.session.run(feeds)
+            return self.session.run(feeds), small
 
-    def finish(self, alpha: np.ndarray, frame: np.ndarray) -> np.ndarray:
-        """Smooth ``alpha`` over time and bring it to ``frame``'s resolution."""
+    def finish(self, alpha: np.ndarray, frame: np.ndarray, small: np.ndarray | None = None) -> np.ndarray:
+        """Smooth ``alpha`` over time and bring it to ``frame``'s resolution (``small``: the frame
+        at the matte's size, from :meth:`infer`)."""
         with self.clock.time("smoothing"):
-            small = shrink(frame, alpha.shape[::-1])  # the frame at the matte's size, for both steps
-            alpha = self.smoother(alpha, small)
+            if small is None or small.shape[:2] != alpha.shape:
+                small = shrink(frame, alpha.shape[::-1])  # the frame at the matte's size, for both steps
+            self.grey = flow_grey(small, alpha.shape)
+            alpha = self.smoother(alpha, small, self.grey)
         with self.clock.time("refinement"):
             h, w = frame.shape[:2]
             if alpha.shape == (h, w):
@@ -67,7 +75,8 @@ class Matter:
             return cv2.resize(alpha, (w, h), interpolation=cv2.INTER_LINEAR)
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
-        return self.finish(self.infer(frame), frame)
+        alpha, small = self.infer(frame)
+        return self.finish(alpha, frame, small)
 
     def reset(self) -> None:
         """A new scene or source: forget smoothing history and recurrent state."""

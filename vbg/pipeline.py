@@ -9,7 +9,9 @@ reload, preview keys), and it pauses while :attr:`Pipeline.idle` says nobody wat
   Every captured frame goes to the compositor, and the newest one is offered to
   inference through a one-slot buffer; the compositor blends each frame with the
   newest matte (:class:`Latest`), so a slow model lowers the matte rate, not the
-  output rate. A full buffer drops its oldest frame and counts it.
+  output rate. That matte, made from an earlier frame, is moved onto the frame along the
+  optical flow (:mod:`vbg.propagation`) unless ``propagate`` is off; ``hold`` lets a frame
+  wait a bounded time for its own matte. A full buffer drops its oldest frame and counts it.
 * **Lossless** (a file into a file or into nothing): every buffer blocks, every
   frame gets its own matte, and every input frame yields exactly one output
   frame, in order.
@@ -22,6 +24,7 @@ keeps repeating the last frame, so the virtual camera never disappears from a ca
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
@@ -45,6 +48,7 @@ from vbg.config import Settings, parse_size
 from vbg.errors import VbgError
 from vbg.imaging import cover_fit
 from vbg.matting import Matter
+from vbg.propagation import Propagator
 from vbg.registry import ensure_model, get_spec
 from vbg.ringbuffer import Closed, Latest, RingBuffer
 from vbg.session import MattingSession
@@ -69,7 +73,11 @@ class Packet:
     captured_at: float
     frame: np.ndarray
     alpha: np.ndarray | None = None  # model resolution after infer, frame resolution after smooth
+    small: np.ndarray | None = None  # the frame at the model's input size, from infer to smooth
+    grey: np.ndarray | None = None  # the frame, grey at the flow's size, once its matte is finished
     edges: Edges | None = None  # the compositor's per-matte work, done on the matte's thread
+    matte_index: int | None = None  # the frame the composited matte was computed from
+    matte_captured_at: float | None = None  # and when that frame was captured
     image: np.ndarray | None = None  # the composited output
 
 
@@ -95,6 +103,8 @@ class RunStats:
     rss_mb_warm: float = 0.0  # after WARM_FRAMES output frames: buffers and arenas allocated
     rss_mb_end: float = 0.0
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=3_000))  # the last ~100 s
+    # Per output frame: its capture time minus that of the frame its matte was computed from.
+    matte_ages_ms: deque = field(default_factory=lambda: deque(maxlen=3_000))
     output_times: deque = field(default_factory=lambda: deque(maxlen=31))
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -121,6 +131,9 @@ class RunStats:
 
     def latency_ms(self, percentile: float) -> float:
         return float(np.percentile(self.latencies_ms, percentile)) if self.latencies_ms else 0.0
+
+    def matte_age_ms(self, percentile: float) -> float:
+        return float(np.percentile(self.matte_ages_ms, percentile)) if self.matte_ages_ms else 0.0
 
 
 def rss_mb() -> float:
@@ -151,6 +164,9 @@ class Pipeline:
         self.session = session
         self.taps: list[Callable[[Packet], None]] = []  # see every output packet; must not block
         self.idle: Callable[[], bool] | None = None  # True while nobody watches: capture and inference pause
+        # True: capture waits for the first matte before the second frame, as if the call had been
+        # running already (`vbg eval --live`, whose clips are too short to spend on the start).
+        self.warm_start = False
         self._change_lock = threading.Lock()
         self._mode_before_passthrough = "blur" if settings.mode == "passthrough" else settings.mode
         for sink in sinks:
@@ -166,13 +182,14 @@ class Pipeline:
         self.clock = StageClock()
         self._matter = Matter(session, settings.smoothing, self.clock, settings.refine) if session else None
         self._compositor = Compositor(settings.unmix, settings.light_wrap)
+        self._propagator = Propagator() if (self.live and settings.propagate) else None
         policy, capacity = ("drop_oldest", 2) if self.live else ("block", 4)
         self._frames: RingBuffer[Packet] = RingBuffer(capacity, policy)  # capture → composite (live)
         self._to_infer: RingBuffer[Packet] = RingBuffer(1 if self.live else capacity, policy)
         self._inferred: RingBuffer[Packet] = RingBuffer(capacity, policy)
         self._smoothed: RingBuffer[Packet] = RingBuffer(capacity, policy)  # smooth → composite (lossless)
         self._composited: RingBuffer[Packet] = RingBuffer(capacity, policy)
-        self._latest_matte: Latest[tuple[np.ndarray, Edges | None]] = Latest()
+        self._latest_matte: Latest[Packet] = Latest()  # live: the packet of the newest finished matte
         self._buffers = [self._frames, self._to_infer, self._inferred, self._smoothed, self._composited]
 
     # -- stages ---------------------------------------------------------------------------
@@ -217,33 +234,61 @@ class Pipeline:
             self.clock.record("capture", time.perf_counter() - started)
             index += 1
             self.stats.frames_captured = index
-            if self.background.needs_matte and not self._to_infer.put(packet):
+            # Its own packet on each path: the matte's thread must never write into the frame being shown.
+            if self.background.needs_matte and not self._to_infer.put(dataclasses.replace(packet)):
                 break
             if to_composite is not None and not to_composite.put(packet):
                 break
+            if index == 1 and self.warm_start and self.background.needs_matte:
+                self._latest_matte.wait()
+                pacer = Pacer(self.source.fps) if self.source.paced else None  # from now on, not to catch up
 
     def _infer(self, packet: Packet) -> Packet:
-        packet.alpha = self._matter.infer(packet.frame)
+        packet.alpha, packet.small = self._matter.infer(packet.frame)
         self.stats.mattes += 1
         return packet
 
     def _smooth(self, packet: Packet) -> Packet:
-        packet.alpha = self._matter.finish(packet.alpha, packet.frame)
+        packet.alpha = self._matter.finish(packet.alpha, packet.frame, packet.small)
+        packet.small, packet.grey = None, self._matter.grey
+        packet.matte_index, packet.matte_captured_at = packet.index, packet.captured_at
         with self.clock.time("edges"):
             packet.edges = self._compositor.edges(packet.alpha, packet.frame)
         if self.live:
-            self._latest_matte.publish((packet.alpha, packet.edges))
+            self._latest_matte.publish(packet)
         return packet
+
+    def _matte_for(self, packet: Packet) -> Packet | None:
+        """Live: the newest finished matte's packet; with ``hold``, waits up to that long for the
+        matte of ``packet``'s own frame. None when stopped before the first matte."""
+        matte, version = self._latest_matte.wait_newer(0)  # only the first matte is waited for
+        hold = self.settings.hold / 1e3
+        if matte is None or hold <= 0 or matte.index >= packet.index:
+            return matte
+        with self.clock.time("hold"):
+            deadline = time.perf_counter() + hold
+            while matte.index < packet.index and (left := deadline - time.perf_counter()) > 0:
+                newer, version = self._latest_matte.wait_newer(version, left)
+                if newer is None or newer is matte:  # closed, or timed out
+                    break
+                matte = newer
+        return matte
 
     def _composite(self, packet: Packet) -> Packet:
         if not self.background.needs_matte:
             packet.image = packet.frame
             return packet
         if self.live:
-            matte = self._latest_matte.wait()  # only the first matte is waited for
+            matte = self._matte_for(packet)
             if matte is None:  # stopped before the first matte
                 return packet
-            packet.alpha, packet.edges = matte
+            packet.alpha, packet.edges = matte.alpha, matte.edges
+            packet.matte_index, packet.matte_captured_at = matte.index, matte.captured_at
+            if self._propagator is not None and matte.index != packet.index and matte.grey is not None:
+                with self.clock.time("propagation"):
+                    packet.alpha = self._propagator(matte.alpha, matte.grey, packet.frame)
+                with self.clock.time("moved edges"):  # the band moved; the old room's colour is the matte's
+                    packet.edges = self._compositor.edges(packet.alpha, packet.frame, like=matte.edges)
         with self.clock.time("composite"):
             packet.image = self._compositor(packet.frame, packet.alpha, self.background.render(packet.frame),
                                             packet.edges)
@@ -274,6 +319,8 @@ class Pipeline:
             if self.stats.frames_out == WARM_FRAMES:
                 self.stats.rss_mb_warm = rss_mb()
             self.stats.latencies_ms.append((time.perf_counter() - packet.captured_at) * 1e3)
+            if packet.matte_captured_at is not None:
+                self.stats.matte_ages_ms.append((packet.captured_at - packet.matte_captured_at) * 1e3)
 
     def _write(self, image: np.ndarray) -> bool:
         with self.clock.time("output"):

@@ -26,11 +26,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from vbg.imaging import shrink
+from vbg.flow import Flow, can_flow, flow_grey
 
 MAX_KEEP = 0.9  # a share of history of 1 would freeze the matte
-FLOW_MAX_WIDTH = 512  # mattes at frame size (RVM) get their flow at a reduced size
-FLOW_MIN_SIDE = 16  # DIS needs a few patches' worth of image; smaller mattes pass through
 
 
 class TemporalSmoother:
@@ -50,27 +48,28 @@ class TemporalSmoother:
         self.strength = strength
         self.photometric_tolerance = photometric_tolerance
         self.flow_tolerance = flow_tolerance
-        self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
-        self._flow.setFinestScale(1)  # half the matte's resolution: finer flow than the preset's quarter
+        self._flow = Flow()
         self._previous: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # grey, raw, result
-        self._grids: dict[tuple[int, int], np.ndarray] = {}
 
     def reset(self) -> None:
         """Forget the history (a scene cut, a new source)."""
         self._previous = None
 
-    def __call__(self, alpha: np.ndarray, frame: np.ndarray) -> np.ndarray:
-        """The smoothed matte for ``alpha`` (float32 HxW) of ``frame`` (BGR uint8, any size)."""
-        grey = cv2.cvtColor(shrink(frame, _flow_size(alpha.shape)), cv2.COLOR_BGR2GRAY)
+    def __call__(self, alpha: np.ndarray, frame: np.ndarray, grey: np.ndarray | None = None) -> np.ndarray:
+        """The smoothed matte for ``alpha`` (float32 HxW) of ``frame`` (BGR uint8, any size);
+        ``grey``: the frame's :func:`~vbg.flow.flow_grey` for this matte, where the caller has it."""
+        if grey is None:
+            grey = flow_grey(frame, alpha.shape)
         previous = self._previous
         if (self.strength == 0.0 or previous is None or previous[1].shape != alpha.shape
-                or min(grey.shape) < FLOW_MIN_SIDE):
+                or not can_flow(grey)):
             self._previous = (grey, alpha, alpha)
             return alpha
         previous_grey, previous_raw, previous_result = previous
         to_previous, trust = self._motion(grey, previous_grey)
         if to_previous.shape[:2] != alpha.shape:
-            to_previous, trust = self._resize_motion(to_previous, trust, alpha.shape)
+            to_previous = self._flow.scale_map(to_previous, alpha.shape)
+            trust = cv2.resize(trust, alpha.shape[::-1], interpolation=cv2.INTER_LINEAR)
         moved_raw = cv2.remap(previous_raw, to_previous, None, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
         moved_result = cv2.remap(previous_result, to_previous, None, cv2.INTER_CUBIC,
                                  borderMode=cv2.BORDER_REPLICATE)
@@ -81,18 +80,11 @@ class TemporalSmoother:
         self._previous = (grey, alpha, result)
         return result
 
-    def _grid(self, shape: tuple[int, int]) -> np.ndarray:
-        """Pixel coordinates (x, y) of an HxW image, float32 HxWx2 (cached per shape)."""
-        if shape not in self._grids:
-            ys, xs = np.indices(shape, dtype=np.float32)
-            self._grids[shape] = np.dstack([xs, ys])
-        return self._grids[shape]
-
     def _motion(self, grey: np.ndarray, previous_grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Where each pixel of ``grey`` was in ``previous_grey`` (a remap map) and how far that is trusted (0-1)."""
-        forward = self._flow.calc(grey, previous_grey, None)
-        backward = self._flow.calc(previous_grey, grey, None)
-        to_previous = self._grid(grey.shape) + forward
+        forward = self._flow.flow(grey, previous_grey)
+        backward = self._flow.flow(previous_grey, grey)
+        to_previous = self._flow.to_map(forward)
         moved_grey = cv2.remap(previous_grey, to_previous, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         mismatch = cv2.absdiff(moved_grey, grey).astype(np.float32) * (1.0 / 255.0)
         round_trip = forward + cv2.remap(backward, to_previous, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -100,20 +92,3 @@ class TemporalSmoother:
         trust = np.clip(1.0 - mismatch / self.photometric_tolerance, 0.0, 1.0)
         trust *= np.clip(1.0 - disagreement / self.flow_tolerance, 0.0, 1.0)
         return to_previous, trust
-
-    def _resize_motion(self, to_previous: np.ndarray, trust: np.ndarray,
-                       shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """The motion found at a reduced size, brought to the matte's ``shape``."""
-        h, w = shape
-        scale = np.array([w / to_previous.shape[1], h / to_previous.shape[0]], np.float32)
-        flow = (to_previous - self._grid(to_previous.shape[:2])) * scale
-        to_previous = self._grid(shape) + cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR)
-        return to_previous, cv2.resize(trust, (w, h), interpolation=cv2.INTER_LINEAR)
-
-
-def _flow_size(shape: tuple[int, int]) -> tuple[int, int]:
-    """(width, height) at which to find the flow for a matte of ``shape``: its own, at most FLOW_MAX_WIDTH wide."""
-    h, w = shape
-    if w <= FLOW_MAX_WIDTH:
-        return w, h
-    return FLOW_MAX_WIDTH, max(1, round(h * FLOW_MAX_WIDTH / w))
