@@ -142,6 +142,8 @@ def test_model_cache_empty_says_what_the_first_run_does(monkeypatch, tmp_path):
     assert check.status == doctor.WARN and "26 MB" in check.found and check.fix == "`vbg models pull modnet` does it now"
     check = doctor.model_cache("modnet-int8")
     assert check.status == doctor.WARN and "made from 'modnet'" in check.found
+    check = doctor.model_cache("selfie-landscape")
+    assert check.status == doctor.WARN and "made from selfie_segmentation_landscape.tflite" in check.found
 
 
 def test_model_cache_verified_or_corrupt(monkeypatch, tmp_path, modnet_path):

@@ -187,7 +187,8 @@ def model_cache(model: str | None = None) -> Check:
         spec = registry.get_spec(model or Settings().model)
         path = registry.model_path(spec)
         if not path.exists() or not spec.sha256:
-            making = f"made on this machine on first use ({spec.variant})" if spec.derived else \
+            origin = f"'{spec.derive_from}'" if spec.derive_from else spec.member.rsplit("/", 1)[-1]
+            making = f"made from {origin} on first use ({spec.variant})" if spec.derived else \
                 f"downloaded on first use ({spec.size / 1e6:.0f} MB)"
             cache = registry.cache_dir()
             if cache.exists() and not os.access(cache, os.W_OK):
