@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from vbg import Settings, doctor
+from vbg.registry import default_model
 from vbg.cli import main
 from vbg.sources import open_input
 
@@ -182,5 +183,5 @@ def test_all_checks_in_the_order_a_first_run_meets_them(monkeypatch, tmp_path):
     sys_root, dev_root = fake_system(tmp_path)
     checks = doctor.run_checks(sys_root=sys_root, dev_root=dev_root, port=0)
     assert [c.name for c in checks] == ["virtual camera", "exclusive_caps", "device access", "camera 0",
-                                        "inference", f"model {Settings().model}", "--serve port"]
+                                        "inference", f"model {default_model()[0]}", "--serve port"]
     assert [c.name for c in checks if c.status == doctor.FAIL] == ["camera 0"]
