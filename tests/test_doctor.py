@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vbg import Settings, doctor
+from vbg import doctor
 from vbg.registry import default_model
 from vbg.cli import main
 from vbg.sources import open_input
