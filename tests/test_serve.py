@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import aiohttp
+import cv2
 import numpy as np
 import pytest
 
