@@ -277,6 +277,41 @@ def test_a_bound_on_connections_and_idle_ones_time_out(live, monkeypatch):
     assert live.request("/api/state")[0] == 200
 
 
+def raw_exchange(port: int, data: bytes) -> bytes:
+    """The status line a raw request gets ("" if the connection is closed without one)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(data)
+        return sock.makefile("rb").readline().strip()
+
+
+def test_malformed_requests_get_an_answer_and_no_traceback(person_loop, caplog, monkeypatch):
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setattr("vbg.server.IDLE_TIMEOUT_S", 1.0)
+    guarded = Live(person_loop, Settings(output="null", serve=True), token="s3cretTOKEN")
+    port = guarded.server.port
+    host = f"Host: 127.0.0.1:{port}\r\n".encode()
+    try:
+        assert b" 400 " in raw_exchange(port, b"GET /api/state?token=\xc3\xa9 HTTP/1.1\r\n" + host + b"\r\n")
+        assert b" 403 " in raw_exchange(port, b"GET /api/state?token=%C3%A9 HTTP/1.1\r\n" + host + b"\r\n")
+        post = (f"POST /api/state?token=s3cretTOKEN HTTP/1.1\r\nOrigin: http://127.0.0.1:{port}\r\n"
+                "Content-Type: application/json\r\n").encode() + host
+        assert b" 400 " in raw_exchange(port, post + "Content-Length: ²\r\n\r\n".encode())
+        assert b" 400 " in raw_exchange(port, post + b"Content-Length: 99999999999999999999999\r\n\r\n")
+        assert b" 400 " in raw_exchange(port, b"GARBAGE\r\n\r\n")
+        with stuck_viewer(port, f"http://127.0.0.1:{port}") as sock:  # no token
+            assert b" 403 " in sock.makefile("rb").readline()
+        idle = socket.create_connection(("127.0.0.1", port))
+        started = time.time()
+        idle.settimeout(10)
+        assert idle.recv(1) == b"" and time.time() - started < 5  # an idle connection is closed
+        idle.close()
+        assert guarded.request("/api/state?token=s3cretTOKEN")[0] == 200
+    finally:
+        guarded.close()
+    assert "Traceback" not in caplog.text and not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "s3cretTOKEN" not in caplog.text
+
+
 def test_three_hundred_background_changes_leak_neither_memory_nor_files(live, backgrounds, tmp_path):
     for i in range(3):
         cv2.imwrite(str(backgrounds / f"image{i}.png"), np.full((180, 320, 3), 40 * i, np.uint8))

@@ -42,6 +42,7 @@ import cv2
 import numpy as np
 from aiohttp import WSMsgType, web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 
 from vbg.backgrounds import VIDEO_SUFFIXES, background_choices
 from vbg.compositing import Compositor
@@ -220,6 +221,16 @@ class _AccessLogger(AbstractAccessLogger):
         self.logger.debug("http: %s %s %s", request.method, request.path, response.status)
 
 
+class _RequestLog(logging.LoggerAdapter):
+    """aiohttp's error log: a malformed request (already answered 400) is one debug line, not a traceback."""
+
+    def log(self, level: int, msg: object, *args: Any, exc_info: Any = None, **kwargs: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            self.logger.debug("malformed request answered %s (%s)", exc_info.code, type(exc_info).__name__)
+        else:
+            self.logger.log(level, msg, *args, exc_info=exc_info, **kwargs)
+
+
 class _BoundedServer(web.Server):
     """aiohttp's low-level server, closing connections over :data:`MAX_CONNECTIONS` on arrival."""
 
@@ -257,7 +268,7 @@ class ControlServer:
         log.debug("serving on %s port %d", host, self.port)
 
     async def _open(self, host: str, port: int) -> int:
-        server = _BoundedServer(self._handle, access_log_class=_AccessLogger, access_log=log,
+        server = _BoundedServer(self._handle, access_log_class=_AccessLogger, access_log=log, logger=_RequestLog(log),
                                 keepalive_timeout=IDLE_TIMEOUT_S, handler_cancellation=True)
         self._runner = web.ServerRunner(server, shutdown_timeout=2.0)
         await self._runner.setup()
