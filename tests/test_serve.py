@@ -11,6 +11,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,7 +25,8 @@ from live_helpers import Live, ObsViewer, stuck_viewer
 from vbg import Settings
 from vbg.pipeline import WARM_FRAMES, rss_mb
 from vbg.reload import ConfigWatcher
-from vbg.server import VIEWER_TIMEOUT_S, is_loopback
+from vbg.errors import VbgError
+from vbg.server import VIEWER_TIMEOUT_S, ControlServer, is_loopback
 from vbg.sinks import processes_with_open
 
 pytestmark = pytest.mark.usefixtures("default_model_path")
@@ -203,6 +205,16 @@ def test_off_loopback_every_route_needs_the_token_and_it_is_never_logged(person_
     assert "http: GET /api/state 200" in caplog.text
     assert token not in caplog.text
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1") and not is_loopback("0.0.0.0")
+
+
+def test_a_port_in_use_is_one_line_and_leaves_nothing_running(live):
+    def server_threads() -> int:
+        return sum(t.name in ("server", "obs-stream") or t.name.startswith("thumbs") for t in threading.enumerate())
+
+    threads = server_threads()
+    with pytest.raises(VbgError, match=f"cannot serve on 127.0.0.1:{live.server.port}.*pick another --port"):
+        ControlServer(live.pipeline, "127.0.0.1", live.server.port)
+    assert server_threads() == threads and len(live.pipeline.taps) == 2  # the live server's and the test's
 
 
 def test_ipv6_loopback(person_loop):

@@ -261,15 +261,18 @@ class ControlServer:
         try:
             self.port = asyncio.run_coroutine_threadsafe(self._open(host, port), self._loop).result(30)
         except OSError as exc:
+            self.stream.close()
             self._stop_loop()
+            self._thumb_maker.shutdown()
             raise VbgError(f"cannot serve on {host}:{port} ({exc.strerror or exc}); pick another --port "
                            "or --host") from None
         pipeline.taps.append(self.stream.offer)
         log.debug("serving on %s port %d", host, self.port)
 
     async def _open(self, host: str, port: int) -> int:
-        server = _BoundedServer(self._handle, access_log_class=_AccessLogger, access_log=log, logger=_RequestLog(log),
-                                keepalive_timeout=IDLE_TIMEOUT_S, handler_cancellation=True)
+        server = _BoundedServer(self._handle, access_log_class=_AccessLogger, access_log=log,
+                                logger=_RequestLog(log), keepalive_timeout=IDLE_TIMEOUT_S,
+                                handler_cancellation=True)
         self._runner = web.ServerRunner(server, shutdown_timeout=2.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, host or None, port).start()
