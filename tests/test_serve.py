@@ -11,11 +11,12 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
-import cv2
 import aiohttp
+import cv2
 import numpy as np
 import pytest
 
@@ -24,7 +25,8 @@ from live_helpers import Live, ObsViewer, stuck_viewer
 from vbg import Settings
 from vbg.pipeline import WARM_FRAMES, rss_mb
 from vbg.reload import ConfigWatcher
-from vbg.server import VIEWER_TIMEOUT_S, is_loopback
+from vbg.errors import VbgError
+from vbg.server import VIEWER_TIMEOUT_S, ControlServer, is_loopback
 from vbg.sinks import processes_with_open
 
 pytestmark = pytest.mark.usefixtures("default_model_path")
@@ -205,6 +207,16 @@ def test_off_loopback_every_route_needs_the_token_and_it_is_never_logged(person_
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1") and not is_loopback("0.0.0.0")
 
 
+def test_a_port_in_use_is_one_line_and_leaves_nothing_running(live):
+    def server_threads() -> int:
+        return sum(t.name in ("server", "obs-stream") or t.name.startswith("thumbs") for t in threading.enumerate())
+
+    threads = server_threads()
+    with pytest.raises(VbgError, match=f"cannot serve on 127.0.0.1:{live.server.port}.*pick another --port"):
+        ControlServer(live.pipeline, "127.0.0.1", live.server.port)
+    assert server_threads() == threads and len(live.pipeline.taps) == 2  # the live server's and the test's
+
+
 def test_ipv6_loopback(person_loop):
     if not socket.has_ipv6:
         pytest.skip("no IPv6 here")
@@ -275,6 +287,41 @@ def test_a_bound_on_connections_and_idle_ones_time_out(live, monkeypatch):
             sock.close()
     time.sleep(0.5)  # the server sees them go
     assert live.request("/api/state")[0] == 200
+
+
+def raw_exchange(port: int, data: bytes) -> bytes:
+    """The status line a raw request gets ("" if the connection is closed without one)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(data)
+        return sock.makefile("rb").readline().strip()
+
+
+def test_malformed_requests_get_an_answer_and_no_traceback(person_loop, caplog, monkeypatch):
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setattr("vbg.server.IDLE_TIMEOUT_S", 1.0)
+    guarded = Live(person_loop, Settings(output="null", serve=True), token="s3cretTOKEN")
+    port = guarded.server.port
+    host = f"Host: 127.0.0.1:{port}\r\n".encode()
+    try:
+        assert b" 400 " in raw_exchange(port, b"GET /api/state?token=\xc3\xa9 HTTP/1.1\r\n" + host + b"\r\n")
+        assert b" 403 " in raw_exchange(port, b"GET /api/state?token=%C3%A9 HTTP/1.1\r\n" + host + b"\r\n")
+        post = (f"POST /api/state?token=s3cretTOKEN HTTP/1.1\r\nOrigin: http://127.0.0.1:{port}\r\n"
+                "Content-Type: application/json\r\n").encode() + host
+        assert b" 400 " in raw_exchange(port, post + "Content-Length: ²\r\n\r\n".encode())
+        assert b" 400 " in raw_exchange(port, post + b"Content-Length: 99999999999999999999999\r\n\r\n")
+        assert b" 400 " in raw_exchange(port, b"GARBAGE\r\n\r\n")
+        with stuck_viewer(port, f"http://127.0.0.1:{port}") as sock:  # no token
+            assert b" 403 " in sock.makefile("rb").readline()
+        idle = socket.create_connection(("127.0.0.1", port))
+        started = time.time()
+        idle.settimeout(10)
+        assert idle.recv(1) == b"" and time.time() - started < 5  # an idle connection is closed
+        idle.close()
+        assert guarded.request("/api/state?token=s3cretTOKEN")[0] == 200
+    finally:
+        guarded.close()
+    assert "Traceback" not in caplog.text and not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "s3cretTOKEN" not in caplog.text
 
 
 def test_three_hundred_background_changes_leak_neither_memory_nor_files(live, backgrounds, tmp_path):

@@ -130,7 +130,8 @@ def _run_parser() -> argparse.ArgumentParser:
     serve = parser.add_argument_group("control panel and OBS (vbg --serve, then open the printed address)")
     serve.add_argument("--serve", action=argparse.BooleanOptionalAction, default=None,
                        help="serve a control page (/) and an OBS browser source with real alpha (/obs)")
-    serve.add_argument("--host", help="address to bind (default 127.0.0.1; any other needs the token)")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1; beyond loopback, e.g. 0.0.0.0 or ::, "
+                       "every request needs the printed token)")
     serve.add_argument("--port", type=int, help="port (default 8765)")
     serve.add_argument("--token", help="access token (made up and printed when --host is not loopback)")
     serve.add_argument("--backgrounds", metavar="DIR", help="folder of backgrounds to choose from while running")

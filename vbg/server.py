@@ -42,6 +42,7 @@ import cv2
 import numpy as np
 from aiohttp import WSMsgType, web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 
 from vbg.backgrounds import VIDEO_SUFFIXES, background_choices
 from vbg.compositing import Compositor
@@ -220,6 +221,16 @@ class _AccessLogger(AbstractAccessLogger):
         self.logger.debug("http: %s %s %s", request.method, request.path, response.status)
 
 
+class _RequestLog(logging.LoggerAdapter):
+    """aiohttp's error log: a malformed request (already answered 400) is one debug line, not a traceback."""
+
+    def log(self, level: int, msg: object, *args: Any, exc_info: Any = None, **kwargs: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            self.logger.debug("malformed request answered %s (%s)", exc_info.code, type(exc_info).__name__)
+        else:
+            self.logger.log(level, msg, *args, exc_info=exc_info, **kwargs)
+
+
 class _BoundedServer(web.Server):
     """aiohttp's low-level server, closing connections over :data:`MAX_CONNECTIONS` on arrival."""
 
@@ -267,14 +278,17 @@ class ControlServer:
         try:
             self.port = asyncio.run_coroutine_threadsafe(self._open(host, port), self._loop).result(30)
         except OSError as exc:
+            self.stream.close()
             self._stop_loop()
+            self._thumb_maker.shutdown()
             raise _port_error(host, port, exc) from None
         pipeline.taps.append(self.stream.offer)
         log.debug("serving on %s port %d", host, self.port)
 
     async def _open(self, host: str, port: int) -> int:
         server = _BoundedServer(self._handle, access_log_class=_AccessLogger, access_log=log,
-                                keepalive_timeout=IDLE_TIMEOUT_S, handler_cancellation=True)
+                                logger=_RequestLog(log), keepalive_timeout=IDLE_TIMEOUT_S,
+                                handler_cancellation=True)
         self._runner = web.ServerRunner(server, shutdown_timeout=2.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, host or None, port).start()
