@@ -18,7 +18,7 @@ from vbg.sources import SyntheticSource
 
 pytestmark = pytest.mark.usefixtures("modnet_path")
 STAGES = {"capture", "preprocess", "inference", "smoothing", "refinement", "edges", "composite", "output"}
-LIVE_STAGES = STAGES | ({"propagation", "moved edges"} if Settings().propagate else set())  # older mattes shown
+LIVE_STAGES = STAGES | {"propagation", "moved edges"}  # an older matte moved onto a frame, when there is time
 
 
 def bench_json(capsys, *argv: str) -> dict:
@@ -32,7 +32,7 @@ def test_paced_bench_reports_every_key_and_consistent_counts(capsys):
                 "cpu_percent", "dropped", "stages"):
         assert key in result
     assert result["frames"] == 24 and result["paced"] is True and result["size"] == "320x180"
-    assert set(result["stages"]) == LIVE_STAGES
+    assert STAGES <= set(result["stages"]) <= LIVE_STAGES
     assert 0 <= result["matte_age_p50_ms"] <= result["matte_age_p95_ms"]
     stages = result["stages"]
     assert stages["capture"]["count"] == result["frames_captured"] >= 24

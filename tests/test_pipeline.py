@@ -9,6 +9,7 @@ from conftest import (CLIP_FRAMES, confident_regions, pattern_background, person
                       read_video, reference_matte, write_video)
 from vbg import Settings, run
 from vbg.cli import main
+from vbg.pipeline import build
 from vbg.imaging import cover_fit
 from vbg.config import parse_color
 
@@ -113,20 +114,27 @@ def test_into_a_real_pyvirtualcam_camera(recording_vcam, person_video, backgroun
     # machine that can be most of a 24-frame clip; 12 frames must come out however long it takes.
     settings = Settings(input=str(person_video), loop=True, mode="image", background=str(background_image),
                         size="960x540", frames=12)
-    stats = run(settings)
+    pipeline = build(settings)
+    shown_with: list[tuple[int, int]] = []  # (frame, frame of its matte), counted from the first capture
+    pipeline.taps.append(lambda packet: shown_with.append((packet.index, packet.matte_index)))
+    try:
+        stats = pipeline.run()
+    finally:
+        pipeline.close()
     (camera,) = recording_vcam
     assert camera.closed, "the virtual camera is released at the end"
     assert (camera.width, camera.height, round(camera.fps)) == (960, 540, 30)
     assert camera.fourcc == int.from_bytes(b"24BG", "little")  # pyvirtualcam.PixelFormat.BGR
-    assert stats.live and stats.frames_out == 12
+    assert stats.live and stats.frames_out == 12 == len(shown_with)
     assert len(camera.frames) == stats.frames_out + stats.repeated
     last = camera.images()[-1]
     inputs = [cover_fit(frame, (960, 540)) for frame in read_video(person_video)]
+    index, matte_index = shown_with[-1]
     shown = source_index(last, inputs, face=(slice(75, 180), slice(405, 510)))
-    # A live run composites each frame with the newest matte, which may come from a few frames
-    # earlier: count as person what every recent frame's reference matte calls person, and as
-    # background what none of them does.
-    recent = [inputs[(shown - back) % len(inputs)] for back in range(6)]  # the clip loops
-    mattes = np.stack([reference_matte(default_model_path, frame) for frame in recent])
+    assert shown == index % CLIP_FRAMES  # the clip loops
+    # A live run composites each frame with the newest matte, which may come from an earlier
+    # frame (moved towards this one along the optical flow): count as person what the reference
+    # mattes of both frames call person, and as background what neither does.
+    mattes = np.stack([reference_matte(default_model_path, inputs[i % CLIP_FRAMES]) for i in (index, matte_index)])
     alpha = np.where(mattes.min(axis=0) > 0.95, mattes.min(axis=0), mattes.max(axis=0))
     assert_person_over(last, inputs[shown], cover_fit(pattern_background(), (960, 540)), alpha)

@@ -59,13 +59,27 @@ class Flow:
         (default: its own), the displacements scaled with it."""
         if shape is None or shape == flow.shape[:2]:
             return self.grid(flow.shape[:2]) + flow
-        h, w = shape
-        scale = np.array([w / flow.shape[1], h / flow.shape[0]], np.float32)
-        resized = cv2.resize(flow * scale, (w, h), interpolation=cv2.INTER_LINEAR)
+        resized = _resize_flow(flow, shape)
         return cv2.add(self.grid(shape), resized, dst=resized)
+
+    def warp(self, image: np.ndarray, flow: np.ndarray) -> np.ndarray:
+        """``image`` (any size) moved along a displacement field found at any size. The field is
+        scaled to the image and used as a relative map: no full-size grid to add."""
+        displacement = _resize_flow(flow, image.shape[:2])
+        return cv2.remap(image, displacement, None, cv2.INTER_LINEAR | cv2.WARP_RELATIVE_MAP,
+                         borderMode=cv2.BORDER_REPLICATE)
 
     def scale_map(self, remap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         """A remap map found at a reduced size, brought to ``shape``."""
         if remap.shape[:2] == shape:
             return remap
         return self.to_map(remap - self.grid(remap.shape[:2]), shape)
+
+
+def _resize_flow(flow: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A displacement field brought to ``shape`` (height, width), its vectors scaled with it."""
+    if shape == flow.shape[:2]:
+        return flow
+    h, w = shape
+    scale = np.array([w / flow.shape[1], h / flow.shape[0]], np.float32)
+    return cv2.resize(flow * scale, (w, h), interpolation=cv2.INTER_LINEAR)

@@ -284,7 +284,10 @@ class Pipeline:
                 return packet
             packet.alpha, packet.edges = matte.alpha, matte.edges
             packet.matte_index, packet.matte_captured_at = matte.index, matte.captured_at
-            if self._propagator is not None and matte.index != packet.index and matte.grey is not None:
+            # Moved only while the compositor keeps up: with a newer frame already waiting, moving
+            # this one's matte would cost a dropped frame, which the viewer notices more.
+            if (self._propagator is not None and matte.index != packet.index and matte.grey is not None
+                    and not len(self._frames)):
                 with self.clock.time("propagation"):
                     packet.alpha = self._propagator(matte.alpha, matte.grey, packet.frame)
                 with self.clock.time("moved edges"):  # the band moved; the old room's colour is the matte's

@@ -10,7 +10,6 @@ it, so the edges follow the person at the camera's rate even when the model cann
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from vbg.flow import Flow, can_flow, flow_grey, flow_size
@@ -38,5 +37,4 @@ class Propagator:
         grey = flow_grey(frame, target.shape)
         if not can_flow(grey):
             return alpha
-        to_matte = self._flow.to_map(self._flow.flow(grey, target), alpha.shape)
-        return cv2.remap(alpha, to_matte, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return self._flow.warp(alpha, self._flow.flow(grey, target))
