@@ -225,8 +225,12 @@ def _models(argv: Sequence[str]) -> int:
 
     if args.command == "list":
         for spec in registry.load_registry().values():
-            cached = "downloaded" if registry.model_path(spec).is_file() else "not downloaded"
-            print(f"{spec.name:<16} {spec.licence:<11} {spec.size / 1e6:5.1f} MB  {cached:<15} {spec.description}")
+            if spec.derived and not spec.sha256:
+                cached, size = "made on first use", " " * 8
+            else:
+                cached = "downloaded" if registry.model_path(spec).is_file() else "not downloaded"
+                size = f"{spec.size / 1e6:5.1f} MB"
+            print(f"{spec.name:<16} {spec.licence:<11} {size}  {cached:<17} {spec.description}")
             if spec.made_with:
                 stale = registry.stale_reason(spec)
                 print(f"{'':<16} made with " + ", ".join(f"{k} {v}" for k, v in spec.made_with.items())
