@@ -33,6 +33,9 @@ def fake_system(tmp_path: Path, *, loaded: bool = True, loopbacks: tuple[str, ..
         (device / "name").write_text("vbg\n" if bus == "virtual" else "Integrated Camera\n")
         (sys_root / "class" / "video4linux" / name).symlink_to(device)
         (dev_root / name).touch()
+    subdev = sys_root / "devices" / "virtual" / "video4linux" / "v4l-subdev0"  # not a video device
+    subdev.mkdir(parents=True)
+    (sys_root / "class" / "video4linux" / "v4l-subdev0").symlink_to(subdev)
     return sys_root, dev_root
 
 

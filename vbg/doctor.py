@@ -8,8 +8,6 @@ run on a faked system.
 
 from __future__ import annotations
 
-import grp
-import logging
 import os
 import re
 import sys
@@ -19,8 +17,6 @@ from importlib import metadata
 from pathlib import Path
 
 from vbg.errors import VbgError
-
-log = logging.getLogger(__name__)
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"  # FAIL: the plain `vbg` command cannot work until it is fixed
 
@@ -47,8 +43,9 @@ def _video_devices(sys_root: Path) -> dict[str, bool]:
     video = sys_root / "class" / "video4linux"
     if not video.is_dir():
         return {}
-    devices = {entry.name: "/devices/virtual/" in os.path.realpath(entry) for entry in video.iterdir()}
-    return dict(sorted(devices.items(), key=lambda item: int(re.sub(r"\D", "", item[0]) or 0)))
+    devices = {entry.name: "/devices/virtual/" in os.path.realpath(entry)
+               for entry in video.iterdir() if re.fullmatch(r"video\d+", entry.name)}  # not vbi0, v4l-subdev0
+    return dict(sorted(devices.items(), key=lambda item: int(item[0][5:])))
 
 
 def virtual_camera(sys_root: Path = Path("/sys"), dev_root: Path = Path("/dev"), device: str | None = None,
@@ -98,8 +95,10 @@ def virtual_camera(sys_root: Path = Path("/sys"), dev_root: Path = Path("/dev"),
 
 def _group_fix(node: Path) -> str:
     try:
+        import grp  # POSIX only, like /dev
+
         group = grp.getgrgid(node.stat().st_gid).gr_name
-    except (KeyError, OSError):
+    except (ImportError, KeyError, OSError):
         group = "video"
     return f"`sudo usermod -aG {group} $USER`, then log out and in again"
 
