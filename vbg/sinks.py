@@ -146,11 +146,16 @@ class PreviewSink:
         if headless:
             raise VbgError("--preview needs a display (DISPLAY is not set); drop --preview or run it in a desktop session")
         cv2.namedWindow(self._TITLE, cv2.WINDOW_NORMAL)
+        self._shown = False
 
     def write(self, frame: np.ndarray) -> bool:
         cv2.imshow(self._TITLE, frame)
         key = cv2.waitKey(1) & 0xFF
-        if key in (ord("q"), 27) or cv2.getWindowProperty(self._TITLE, cv2.WND_PROP_VISIBLE) < 1:
+        # A window not mapped yet (no window manager, a busy desktop) is not one the person closed:
+        # only a window that was visible and no longer is counts as closed.
+        visible = cv2.getWindowProperty(self._TITLE, cv2.WND_PROP_VISIBLE) >= 1
+        closed, self._shown = self._shown and not visible, self._shown or visible
+        if key in (ord("q"), 27) or closed:
             return False
         if key != 0xFF and self.on_key is not None:
             self.on_key(chr(key))
