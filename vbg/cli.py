@@ -304,11 +304,11 @@ def _eval(argv: Sequence[str]) -> int:
 
     from vbg.evaluate import evaluate, evaluate_live, flicker, summarise
     from vbg.matting import Matter
-    from vbg.registry import ensure_model, get_spec
-    from vbg.session import MattingSession
+    from vbg.registry import get_spec
+    from vbg.session import open_session
 
     spec = get_spec(settings.model)
-    session = MattingSession(spec, ensure_model(spec), device=settings.device, matte_size=settings.matte_size)
+    session = open_session(spec, device=settings.device, matte_size=settings.matte_size)
     columns = ("mad", "mse", "grad", "conn", "dtssd", "ms_per_frame")
     header = f"{'clip':<20} {'frames':>6} " + " ".join(f"{c.replace('_per_frame', '/frame'):>9}" for c in columns)
 
