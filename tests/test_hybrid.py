@@ -36,8 +36,10 @@ def coarse(alpha: np.ndarray) -> np.ndarray:
 def test_the_hybrid_follows_an_arm_the_stale_detail_matte_lost():
     frame_then, detail_then = person(arm_x=70)
     frame_now, truth_now = person(arm_x=120)  # the arm swung 50 px since the detail model's frame
-    moved = Propagator()(detail_then, flow_grey(frame_then, detail_then.shape), frame_now)
-    hybrid = fuse(moved, coarse(truth_now))
+    moved_both = Propagator()(cv2.merge([detail_then, coarse(detail_then)]),
+                              flow_grey(frame_then, detail_then.shape), frame_now)
+    moved = moved_both[..., 0]
+    hybrid = fuse(moved, coarse(truth_now), moved_both[..., 1])
     error = lambda alpha: np.abs(alpha - truth_now)  # noqa: E731
     assert error(hybrid).mean() < 0.4 * error(moved).mean()  # the old arm gone, the new one there
     assert error(hybrid)[30:50, 70:90].mean() < 0.1  # where the arm was: the wall shows again
@@ -46,9 +48,12 @@ def test_the_hybrid_follows_an_arm_the_stale_detail_matte_lost():
     assert error(hybrid)[body_edge].mean() < 0.5 * error(coarse(truth_now))[body_edge].mean()
 
 
-def test_where_both_agree_the_detail_matte_is_kept_exactly():
+def test_where_the_fast_model_saw_no_change_the_detail_matte_is_kept_exactly():
+    """Even where the fast model disagrees with the detail model: on a still scene it is the coarser one."""
     _, alpha = person(arm_x=70)
-    assert np.array_equal(fuse(alpha, np.clip(alpha + 0.2, 0, 1)), alpha)
+    wrong = np.clip(alpha + 0.2, 0, 1)
+    wrong[:20, 100:] = 1.0  # a patch of wall the fast model takes for the person, frame after frame
+    assert np.array_equal(fuse(alpha, wrong, wrong), alpha)
 
 
 def test_the_registry_entry_names_a_fast_and_a_detail_model():
@@ -87,5 +92,5 @@ def test_live_mattes_come_at_the_fast_models_pace_with_the_detail_models_edges(h
         hybrid_session.close()
     fast = cv2.resize(hybrid_session.fast.infer(frame), first.shape[::-1])
     assert all(m.shape == first.shape for m in later)
-    # A still frame: the fused matte is the detail matte, save where the fast model clearly disagrees.
-    assert np.abs(later[-1] - first).mean() < 0.5 * np.abs(fast - first).mean()
+    assert np.abs(fast - first).mean() > 0.02  # the two models disagree in places ...
+    assert np.abs(later[-1] - first).mean() < 0.002  # ... but on a still frame the detail model's matte is kept

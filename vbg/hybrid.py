@@ -8,8 +8,9 @@ its edges are coarse. The hybrid runs both:
   the CPU leaves it, always on the newest frame;
 * for every frame, the *fast* model (selfie), and the newest detail matte moved onto the
   frame along the optical flow (:mod:`vbg.propagation`);
-* :func:`fuse`: the moved detail matte, except where the fast model disagrees with it
-  clearly (the arm moved where the flow could not follow it): there the fast model wins.
+* :func:`fuse`: the moved detail matte, except where the fast model's own matte changed
+  since the detail model's frame more than the flow explains (an arm swung where the flow
+  could not follow it): there the fast model's matte of this frame is taken.
 
 Offline (every frame gets its own matte) the detail matte is never stale, so it is used
 as it is: `vbg eval` of the hybrid is the detail model's own score. Which models form a
@@ -39,12 +40,16 @@ DISAGREE = 0.6  # from this on: the detail matte is stale there, the fast model'
 DETAIL_NICE = 10  # the detail thread yields the CPU to the per-frame work (Linux: per-thread nice)
 
 
-def fuse(detail: np.ndarray, fast: np.ndarray, agree: float = AGREE, disagree: float = DISAGREE) -> np.ndarray:
-    """``detail`` where the two mattes (same shape, float32 in [0, 1]) roughly agree, ``fast`` where
-    they clearly disagree, a ramp between: the fast model's coarse edges never blur the detail
-    matte's, but a region the detail matte shows wrongly (stale) is corrected."""
-    difference = cv2.absdiff(detail, fast)
-    weight = np.clip((difference - agree) * (1.0 / (disagree - agree)), 0.0, 1.0)
+def fuse(detail: np.ndarray, fast: np.ndarray, fast_then: np.ndarray, agree: float = AGREE,
+         disagree: float = DISAGREE) -> np.ndarray:
+    """``detail`` (the detail model's matte, moved onto this frame) except where the fast model's
+    matte changed since the detail model's frame (``fast_then``, moved the same way) by more than
+    the flow explains: there the person moved in a way the flow missed, and ``fast`` (this frame's)
+    is taken, with a ramp between ``agree`` and ``disagree``. Where the two models merely disagree
+    about a still scene, the detail model is trusted (the fast model is the coarser one).
+    All float32 in [0, 1], one shape."""
+    change = cv2.absdiff(fast, fast_then)
+    weight = np.clip((change - agree) * (1.0 / (disagree - agree)), 0.0, 1.0)
     return detail + weight * (fast - detail)
 
 
@@ -66,8 +71,9 @@ class HybridSession:
         self.asynchronous = False
         self._propagator = Propagator()
         self._lock = threading.Condition()
-        self._newest: tuple[np.ndarray, np.ndarray] | None = None  # detail alpha and its frame's flow grey
-        self._pending: tuple[np.ndarray, np.ndarray] | None = None  # the newest frame waiting for the detail model
+        # The detail model's newest matte, the fast model's of the same frame, and that frame's flow grey:
+        self._newest: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._pending: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # the next frame for it (same)
         self._generation = 0  # bumped by reset: a detail matte of an earlier scene is dropped
         self._worker: threading.Thread | None = None
         self._closed = False
@@ -86,19 +92,21 @@ class HybridSession:
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """The matte of the frame in ``feeds`` (from :meth:`prepare`), at the detail model's size."""
         small = feeds[FRAME]
+        if not self.asynchronous:
+            return self.detail.infer(small)
         grey = flow_grey(small, small.shape[:2])
+        fast = cv2.resize(self.fast.infer(small), small.shape[1::-1], interpolation=cv2.INTER_LINEAR)
         with self._lock:
             newest = self._newest
-        if not self.asynchronous or newest is None:
+        if newest is None:  # a new call or scene: its first matte is the detail model's own
             alpha = self.detail.infer(small)
             with self._lock:
-                self._newest = (alpha, grey)
+                self._newest = (alpha, fast, grey)
             return alpha
-        self._submit(small, grey)
-        fast = self.fast.infer(small)
-        fast = cv2.resize(fast, small.shape[1::-1], interpolation=cv2.INTER_LINEAR)
-        moved = self._propagator(newest[0], newest[1], small)
-        return fuse(moved, fast)
+        self._submit((small, fast, grey))
+        detail, fast_then, detail_grey = newest
+        moved = self._propagator(cv2.merge([detail, fast_then]), detail_grey, small)  # one flow, both mattes
+        return fuse(moved[..., 0], fast, moved[..., 1])
 
     def reset(self) -> None:
         """A new scene or source: the detail model's newest matte belongs to the old one."""
@@ -119,9 +127,9 @@ class HybridSession:
 
     # -- the detail model's thread -------------------------------------------------------------
 
-    def _submit(self, small: np.ndarray, grey: np.ndarray) -> None:
+    def _submit(self, pending: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
         with self._lock:
-            self._pending = (small, grey)  # an older frame still waiting is replaced
+            self._pending = pending  # an older frame still waiting is replaced
             self._lock.notify_all()
             if self._worker is None:
                 self._worker = threading.Thread(target=self._detail_loop, name="detail", daemon=True)
@@ -137,9 +145,9 @@ class HybridSession:
                 self._lock.wait_for(lambda: self._pending is not None or self._closed)
                 if self._closed:
                     return
-                (small, grey), self._pending = self._pending, None
+                (small, fast, grey), self._pending = self._pending, None
                 generation = self._generation
             alpha = self.detail.infer(small)
             with self._lock:
                 if generation == self._generation:
-                    self._newest = (alpha, grey)
+                    self._newest = (alpha, fast, grey)
