@@ -225,8 +225,12 @@ def _models(argv: Sequence[str]) -> int:
 
     if args.command == "list":
         for spec in registry.load_registry().values():
-            cached = "downloaded" if registry.model_path(spec).is_file() else "not downloaded"
-            print(f"{spec.name:<16} {spec.licence:<11} {spec.size / 1e6:5.1f} MB  {cached:<15} {spec.description}")
+            parts = registry.hybrid_parts(spec) if spec.hybrid else (spec,)
+            cached = "downloaded" if all(registry.model_path(part).is_file() for part in parts) else "not downloaded"
+            size = sum(part.size for part in parts)
+            print(f"{spec.name:<16} {spec.licence:<11} {size / 1e6:5.1f} MB  {cached:<15} {spec.description}")
+            if spec.hybrid:
+                print(f"{'':<16} runs {parts[0].name} (every frame) with {parts[1].name} (edges, at its own rate)")
             if spec.made_with:
                 stale = registry.stale_reason(spec)
                 print(f"{'':<16} made with " + ", ".join(f"{k} {v}" for k, v in spec.made_with.items())
@@ -240,8 +244,9 @@ def _models(argv: Sequence[str]) -> int:
     if args.command == "pull":
         print(registry.pull(spec, force=args.force))
         return 0
-    registry.verify(spec, registry.model_path(spec))
-    print(registry.model_path(spec))
+    for part in registry.hybrid_parts(spec) if spec.hybrid else (spec,):
+        registry.verify(part, registry.model_path(part))
+        print(registry.model_path(part))
     return 0
 
 
