@@ -189,7 +189,8 @@ class Pipeline:
         policy, capacity = ("drop_oldest", 2) if self.live else ("block", 4)
         self._frames: RingBuffer[Packet] = RingBuffer(capacity, policy)  # capture → composite (live)
         self._to_infer: RingBuffer[Packet] = RingBuffer(1 if self.live else capacity, policy)
-        self._inferred: RingBuffer[Packet] = RingBuffer(capacity, policy)
+        # Live: only the newest inferred matte is worth finishing; an older one waiting would add its age.
+        self._inferred: RingBuffer[Packet] = RingBuffer(1 if self.live else capacity, policy)
         self._smoothed: RingBuffer[Packet] = RingBuffer(capacity, policy)  # smooth → composite (lossless)
         self._composited: RingBuffer[Packet] = RingBuffer(capacity, policy)
         self._latest_matte: Latest[Packet] = Latest()  # live: the packet of the newest finished matte
