@@ -225,12 +225,15 @@ def _models(argv: Sequence[str]) -> int:
 
     if args.command == "list":
         for spec in registry.load_registry().values():
-            if spec.derived and not spec.sha256:
+            parts = registry.hybrid_parts(spec) if spec.hybrid else (spec,)
+            if any(part.derived and not part.sha256 for part in parts):
                 cached, size = "made on first use", " " * 8
             else:
-                cached = "downloaded" if registry.model_path(spec).is_file() else "not downloaded"
-                size = f"{spec.size / 1e6:5.1f} MB"
+                cached = "downloaded" if all(registry.model_path(part).is_file() for part in parts) else "not downloaded"
+                size = f"{sum(part.size for part in parts) / 1e6:5.1f} MB"
             print(f"{spec.name:<16} {spec.licence:<11} {size}  {cached:<17} {spec.description}")
+            if spec.hybrid:
+                print(f"{'':<16} runs {parts[0].name} (every frame) with {parts[1].name} (edges, at its own rate)")
             if spec.made_with:
                 stale = registry.stale_reason(spec)
                 print(f"{'':<16} made with " + ", ".join(f"{k} {v}" for k, v in spec.made_with.items())
@@ -244,8 +247,9 @@ def _models(argv: Sequence[str]) -> int:
     if args.command == "pull":
         print(registry.pull(spec, force=args.force))
         return 0
-    registry.verify(spec, registry.model_path(spec))
-    print(registry.model_path(spec))
+    for part in registry.hybrid_parts(spec) if spec.hybrid else (spec,):
+        registry.verify(part, registry.model_path(part))
+        print(registry.model_path(part))
     return 0
 
 
@@ -308,11 +312,11 @@ def _eval(argv: Sequence[str]) -> int:
 
     from vbg.evaluate import evaluate, evaluate_live, flicker, summarise
     from vbg.matting import Matter
-    from vbg.registry import ensure_model, get_spec
-    from vbg.session import MattingSession
+    from vbg.registry import get_spec
+    from vbg.session import open_session
 
     spec = get_spec(settings.model)
-    session = MattingSession(spec, ensure_model(spec), device=settings.device, matte_size=settings.matte_size)
+    session = open_session(spec, device=settings.device, matte_size=settings.matte_size)
     columns = ("mad", "mse", "grad", "conn", "dtssd", "ms_per_frame")
     header = f"{'clip':<20} {'frames':>6} " + " ".join(f"{c.replace('_per_frame', '/frame'):>9}" for c in columns)
 

@@ -49,9 +49,10 @@ from vbg.errors import VbgError
 from vbg.imaging import cover_fit
 from vbg.matting import Matter
 from vbg.propagation import Propagator
-from vbg.registry import ensure_model, get_spec
+from vbg.hybrid import HybridSession
+from vbg.registry import get_spec
 from vbg.ringbuffer import Closed, Latest, RingBuffer
-from vbg.session import MattingSession
+from vbg.session import MattingSession, open_session
 from vbg.sinks import PreviewSink, Sink, open_output
 from vbg.sources import CameraSource, Source, open_input
 from vbg.timing import Pacer, StageClock
@@ -180,13 +181,16 @@ class Pipeline:
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
         self.clock = StageClock()
+        if isinstance(session, HybridSession):  # live: its detail model runs on its own thread, at its own rate
+            session.asynchronous = self.live
         self._matter = Matter(session, settings.smoothing, self.clock, settings.refine) if session else None
         self._compositor = Compositor(settings.unmix, settings.light_wrap)
         self._propagator = Propagator() if (self.live and settings.propagate) else None
         policy, capacity = ("drop_oldest", 2) if self.live else ("block", 4)
         self._frames: RingBuffer[Packet] = RingBuffer(capacity, policy)  # capture → composite (live)
         self._to_infer: RingBuffer[Packet] = RingBuffer(1 if self.live else capacity, policy)
-        self._inferred: RingBuffer[Packet] = RingBuffer(capacity, policy)
+        # Live: only the newest inferred matte is worth finishing; an older one waiting would add its age.
+        self._inferred: RingBuffer[Packet] = RingBuffer(1 if self.live else capacity, policy)
         self._smoothed: RingBuffer[Packet] = RingBuffer(capacity, policy)  # smooth → composite (lossless)
         self._composited: RingBuffer[Packet] = RingBuffer(capacity, policy)
         self._latest_matte: Latest[Packet] = Latest()  # live: the packet of the newest finished matte
@@ -497,8 +501,7 @@ def build(settings: Settings, source: Source | None = None) -> Pipeline:
             opened.callback(sinks[-1].close)
         session = None
         if settings.mode != "passthrough" or source.live:  # a live run may switch to a background later
-            spec = get_spec(settings.model)
-            session = MattingSession(spec, ensure_model(spec), device=settings.device, matte_size=settings.matte_size)
+            session = open_session(get_spec(settings.model), device=settings.device, matte_size=settings.matte_size)
         pipeline = Pipeline(settings, source, sinks, background, session, size)
         opened.pop_all()
     log.info("source: %s%s", source.name, f" ({source.delivered})" if hasattr(source, "delivered") else "")

@@ -29,7 +29,7 @@ class Propagator:
         self._matte_grey: tuple[np.ndarray, np.ndarray] | None = None  # (as given, at the flow's size)
 
     def __call__(self, alpha: np.ndarray, matte_grey: np.ndarray, frame: np.ndarray) -> np.ndarray:
-        """``alpha`` (float32, any resolution) of the frame whose grey flow image is ``matte_grey``
+        """``alpha`` (float32, any resolution, one or more channels) of the frame whose grey flow image is ``matte_grey``
         (:func:`~vbg.flow.flow_grey`), moved onto ``frame`` (BGR uint8, any size)."""
         if self._matte_grey is None or self._matte_grey[0] is not matte_grey:  # once per matte
             self._matte_grey = (matte_grey, shrink(matte_grey, flow_size(matte_grey.shape, MAX_WIDTH)))

@@ -70,6 +70,7 @@ class ModelSpec:
     recurrent_inputs: tuple[str, ...] = ()
     recurrent_outputs: tuple[str, ...] = ()
     initial_state_shape: tuple[int, ...] = (1, 1, 1, 1)
+    hybrid: tuple[str, str] = ()  # (fast, detail): two models run together, see vbg/hybrid.py
 
     @property
     def recurrent(self) -> bool:
@@ -116,6 +117,8 @@ def _spec_from_table(name: str, table: dict) -> ModelSpec:
     def optional_text(part: dict, key: str) -> str:
         return text(part, key) if key in part else ""
 
+    if "hybrid" in table:
+        return _hybrid_spec(name, table)
     try:
         inp, out = table["input"], table["output"]
         src, rec, derive = table.get("source", {}), table.get("recurrent", {}), table.get("derive", {})
@@ -159,6 +162,28 @@ def _spec_from_table(name: str, table: dict) -> ModelSpec:
         )
     except KeyError as missing:
         raise VbgError(f"model registry entry '{name}' lacks the key {missing}") from None
+
+
+def _hybrid_spec(name: str, table: dict) -> ModelSpec:
+    """A hybrid entry names two models (``fast``, ``detail``); it has no weights or tensors of its own."""
+    parts = table["hybrid"]
+    if not isinstance(parts, dict):
+        raise VbgError(f"model registry entry '{name}': hybrid must be a table")
+    try:
+        text = lambda part, key: _field(part, key, str, name, bool)  # noqa: E731
+        return ModelSpec(name=name, file="", sha256="", size=0, licence=text(table, "licence"),
+                         description=text(table, "description"),
+                         default_matte_size=_field(table, "default_matte_size", int, name, lambda v: v >= 16,
+                                                   "an integer of at least 16"),
+                         input_name="", resize="matte", multiple=1, channels="rgb", mean=(0.0, 0.0, 0.0),
+                         std=(1.0, 1.0, 1.0), alpha_output="", hybrid=(text(parts, "fast"), text(parts, "detail")))
+    except KeyError as missing:
+        raise VbgError(f"model registry entry '{name}' lacks the key {missing}") from None
+
+
+def hybrid_parts(spec: ModelSpec) -> tuple[ModelSpec, ModelSpec]:
+    """The (fast, detail) models of a hybrid entry (``detail`` may be 'auto')."""
+    return get_spec(spec.hybrid[0]), get_spec(spec.hybrid[1])
 
 
 def _package_tables() -> dict[str, dict]:
@@ -475,7 +500,10 @@ def quantize_shape(spec: ModelSpec) -> tuple[int, int]:
 
 
 def pull(spec: ModelSpec, force: bool = False) -> Path:
-    """Download (or, for a derived model, make), verify and cache ``spec``'s weights; return their path."""
+    """Download (or, for a derived model, make), verify and cache ``spec``'s weights; return their path
+    (a hybrid's parts: the detail model's path)."""
+    if spec.hybrid:
+        return [pull(part, force) for part in hybrid_parts(spec)][-1]
     target = model_path(spec)
     stale = stale_reason(spec) if target.is_file() else ""
     if stale and not force:
@@ -493,7 +521,10 @@ def pull(spec: ModelSpec, force: bool = False) -> Path:
 
 
 def ensure_model(spec: ModelSpec) -> Path:
-    """The verified path of ``spec``'s weights, pulling (or making) them first if they are not there yet."""
+    """The verified path of ``spec``'s weights, pulling (or making) them first if they are not there yet
+    (a hybrid's parts: the detail model's path)."""
+    if spec.hybrid:
+        return [ensure_model(part) for part in hybrid_parts(spec)][-1]
     path = model_path(spec)
     if not path.exists() or not spec.sha256:
         if spec.path and not spec.derived:

@@ -174,3 +174,18 @@ class MattingSession:
     def infer(self, frame_bgr: np.ndarray) -> np.ndarray:
         """Alpha matte (float32, HxW, values in [0, 1]) of one BGR uint8 frame."""
         return self.run(self.prepare(frame_bgr))
+
+
+def open_session(spec: ModelSpec, *, device: str = "auto", matte_size: int | None = None) -> MattingSession:
+    """A session for ``spec``, its weights pulled or made first if needed; for a hybrid entry
+    (:mod:`vbg.hybrid`) its fast and detail models together, one inference thread each."""
+    from vbg.registry import ensure_model, hybrid_parts
+
+    if not spec.hybrid:
+        return MattingSession(spec, ensure_model(spec), device=device, matte_size=matte_size)
+    from vbg.hybrid import HybridSession
+
+    fast, detail = hybrid_parts(spec)
+    return HybridSession(spec, MattingSession(fast, ensure_model(fast), device=device, threads=1),
+                         MattingSession(detail, ensure_model(detail), device=device,
+                                        matte_size=matte_size or spec.default_matte_size, threads=1))

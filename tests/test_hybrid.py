@@ -1,0 +1,96 @@
+"""The hybrid matte: the fast model corrects where the newest detail matte is stale, keeps its edges elsewhere."""
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import person_frame
+from test_smoothing import HEIGHT, SHIRT, WIDTH
+from vbg.errors import VbgError
+from vbg.flow import flow_grey
+from vbg.hybrid import HybridSession, fuse
+from vbg.propagation import Propagator
+from vbg.registry import _spec_from_table, ensure_model, get_spec, hybrid_parts
+from vbg.session import MattingSession
+
+WALL = np.full((HEIGHT, WIDTH, 3), 128, np.uint8)  # a plain wall: nothing for the flow to follow there
+
+
+def person(arm_x: int) -> tuple[np.ndarray, np.ndarray]:
+    """A textured body on the left and an arm (a block) at ``arm_x`` over a plain wall, and the true
+    matte with soft (2 px) edges."""
+    mask = np.zeros((HEIGHT, WIDTH), np.float32)
+    mask[:, :50] = 1.0
+    mask[30:50, arm_x:arm_x + 20] = 1.0
+    alpha = cv2.GaussianBlur(mask, (0, 0), 1.0)
+    frame = (SHIRT * alpha[..., None] + WALL * (1 - alpha[..., None])).astype(np.uint8)
+    return frame, alpha
+
+
+def coarse(alpha: np.ndarray) -> np.ndarray:
+    """What a fast low-resolution segmenter gives: the right place, blurry edges."""
+    small = cv2.resize(alpha, (WIDTH // 4, HEIGHT // 4), interpolation=cv2.INTER_AREA)
+    return cv2.GaussianBlur(cv2.resize(small, (WIDTH, HEIGHT), interpolation=cv2.INTER_LINEAR), (0, 0), 1.5)
+
+
+def test_the_hybrid_follows_an_arm_the_stale_detail_matte_lost():
+    frame_then, detail_then = person(arm_x=70)
+    frame_now, truth_now = person(arm_x=120)  # the arm swung 50 px since the detail model's frame
+    moved_both = Propagator()(cv2.merge([detail_then, coarse(detail_then)]),
+                              flow_grey(frame_then, detail_then.shape), frame_now)
+    moved = moved_both[..., 0]
+    hybrid = fuse(moved, coarse(truth_now), moved_both[..., 1])
+    error = lambda alpha: np.abs(alpha - truth_now)  # noqa: E731
+    assert error(hybrid).mean() < 0.4 * error(moved).mean()  # the old arm gone, the new one there
+    assert error(hybrid)[30:50, 70:90].mean() < 0.1  # where the arm was: the wall shows again
+    assert error(hybrid)[30:50, 125:135].mean() < 0.1  # where it is now: the person shows
+    body_edge = (slice(None), slice(44, 56))  # still: the detail matte's sharp edge is kept, not the blur
+    assert error(hybrid)[body_edge].mean() < 0.5 * error(coarse(truth_now))[body_edge].mean()
+
+
+def test_where_the_fast_model_saw_no_change_the_detail_matte_is_kept_exactly():
+    """Even where the fast model disagrees with the detail model: on a still scene it is the coarser one."""
+    _, alpha = person(arm_x=70)
+    wrong = np.clip(alpha + 0.2, 0, 1)
+    wrong[:20, 100:] = 1.0  # a patch of wall the fast model takes for the person, frame after frame
+    assert np.array_equal(fuse(alpha, wrong, wrong), alpha)
+
+
+def test_the_registry_entry_names_a_fast_and_a_detail_model():
+    fast, detail = hybrid_parts(get_spec("hybrid"))
+    assert fast.name == "selfie-landscape"
+    assert detail.name in ("modnet", "modnet-int8")  # 'auto': the one that fits this CPU
+    with pytest.raises(VbgError, match="'fast'"):
+        _spec_from_table("broken", {"licence": "x", "description": "x", "default_matte_size": 256,
+                                    "hybrid": {"detail": "modnet"}})
+
+
+@pytest.fixture(scope="module")
+def hybrid_session(modnet_path):
+    """The real models: selfie-landscape and MODNet (fp32, at a small matte size to be quick)."""
+    fast = get_spec("selfie-landscape")
+    return HybridSession(get_spec("hybrid"), MattingSession(fast, ensure_model(fast), device="cpu", threads=1),
+                         MattingSession(get_spec("modnet"), modnet_path, device="cpu", matte_size=128, threads=1))
+
+
+def test_offline_every_matte_is_the_detail_models_own(hybrid_session):
+    frame = person_frame()
+    hybrid_session.reset()
+    alpha = hybrid_session.infer(frame)
+    assert np.array_equal(alpha, hybrid_session.detail.infer(cv2.resize(frame, alpha.shape[::-1])))
+
+
+def test_live_mattes_come_at_the_fast_models_pace_with_the_detail_models_edges(hybrid_session):
+    frame = person_frame()
+    hybrid_session.reset()
+    hybrid_session.asynchronous = True
+    try:
+        first = hybrid_session.infer(frame)  # after a reset: the detail model's own
+        later = [hybrid_session.infer(frame) for _ in range(5)]  # fast model + the detail matte, fused
+    finally:
+        hybrid_session.asynchronous = False
+        hybrid_session.close()
+    fast = cv2.resize(hybrid_session.fast.infer(frame), first.shape[::-1])
+    assert all(m.shape == first.shape == (144, 256) for m in later)  # live: at the fast model's size
+    assert np.abs(fast - first).mean() > 0.02  # the two models disagree in places ...
+    assert np.abs(later[-1] - first).mean() < 0.002  # ... but on a still frame the detail model's matte is kept

@@ -1,0 +1,158 @@
+"""A hybrid matte: a fast coarse model says where the person is now, a slow fine one gives the edges.
+
+On a plain CPU MODNet manages a few mattes a second, so a live matte is up to ~200 ms old
+and a moving arm is cut off; the MediaPipe selfie model runs every frame in a few ms but
+its edges are coarse. The hybrid runs both:
+
+* the *detail* model (MODNet) on a background thread of low priority, at whatever rate
+  the CPU leaves it, always on the newest frame;
+* for every frame, the *fast* model (selfie), and the newest detail matte moved onto the
+  frame along the optical flow (:mod:`vbg.propagation`);
+* :func:`fuse`: the moved detail matte, except where the fast model's own matte changed
+  since the detail model's frame more than the flow explains (an arm swung where the flow
+  could not follow it): there the fast model's matte of this frame is taken.
+
+Offline (every frame gets its own matte) the detail matte is never stale, so it is used
+as it is: `vbg eval` of the hybrid is the detail model's own score. Which models form a
+hybrid is registry data (``[NAME.hybrid]``, ``fast`` and ``detail``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+
+import cv2
+import numpy as np
+
+from vbg.flow import flow_grey
+from vbg.imaging import shrink
+from vbg.propagation import Propagator
+from vbg.registry import ModelSpec
+from vbg.session import MattingSession
+
+log = logging.getLogger(__name__)
+
+FRAME = "frame"  # the one "tensor" a hybrid is fed: the BGR frame at the matte's size
+AGREE = 0.3  # |detail - fast| up to this: the fast model's coarse edge, the detail matte is kept
+DISAGREE = 0.6  # from this on: the detail matte is stale there, the fast model's matte is taken
+DETAIL_NICE = 10  # the detail thread yields the CPU to the per-frame work (Linux: per-thread nice)
+
+
+def fuse(detail: np.ndarray, fast: np.ndarray, fast_then: np.ndarray, agree: float = AGREE,
+         disagree: float = DISAGREE) -> np.ndarray:
+    """``detail`` (the detail model's matte, moved onto this frame) except where the fast model's
+    matte changed since the detail model's frame (``fast_then``, moved the same way) by more than
+    the flow explains: there the person moved in a way the flow missed, and ``fast`` (this frame's)
+    is taken, with a ramp between ``agree`` and ``disagree``. Where the two models merely disagree
+    about a still scene, the detail model is trusted (the fast model is the coarser one).
+    All float32 in [0, 1], one shape."""
+    change = cv2.absdiff(fast, fast_then)
+    weight = np.clip((change - agree) * (1.0 / (disagree - agree)), 0.0, 1.0)
+    return detail + weight * (fast - detail)
+
+
+class HybridSession:
+    """Looks like a :class:`~vbg.session.MattingSession` to :class:`~vbg.matting.Matter`.
+
+    ``asynchronous`` (the live pipeline sets it): the detail model runs on its own thread
+    and each matte fuses its newest result with the fast model's; otherwise every matte is
+    the detail model's own. The first matte after :meth:`reset` is always the detail
+    model's own, so a call starts with a good matte.
+    """
+
+    def __init__(self, spec: ModelSpec, fast: MattingSession, detail: MattingSession) -> None:
+        self.spec = spec
+        self.fast = fast
+        self.detail = detail
+        self.matte_size = detail.matte_size
+        self.provider = detail.provider
+        self.asynchronous = False
+        self._propagator = Propagator()
+        self._lock = threading.Condition()
+        # The detail model's newest matte, the fast model's of the same frame, and that frame's flow grey:
+        self._newest: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._pending: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # the next frame for it (same)
+        self._generation = 0  # bumped by reset: a detail matte of an earlier scene is dropped
+        self._worker: threading.Thread | None = None
+        self._closed = False
+        atexit.register(self.close)  # an inference cut off by the interpreter's exit prints errors
+
+    def input_shape(self, frame_hw: tuple[int, int]) -> tuple[int, int]:
+        return self.detail.input_shape(frame_hw)
+
+    def prepare(self, frame_bgr: np.ndarray) -> dict[str, np.ndarray]:
+        h, w = self.input_shape(frame_bgr.shape[:2])
+        return {FRAME: frame_bgr if (h, w) == frame_bgr.shape[:2] else cv2.resize(frame_bgr, (w, h))}
+
+    def infer(self, frame_bgr: np.ndarray) -> np.ndarray:
+        return self.run(self.prepare(frame_bgr))
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """The matte of the frame in ``feeds`` (from :meth:`prepare`): offline the detail model's own;
+        live at the fast model's size, where the per-frame work (fusion, smoothing, guided
+        upsampling) costs a third of what it would at the detail model's."""
+        small = feeds[FRAME]
+        if not self.asynchronous:
+            return self.detail.infer(small)
+        h, w = self.fast.input_shape(small.shape[:2])
+        tiny = shrink(small, (w, h))
+        fast = self.fast.infer(tiny)
+        grey = flow_grey(tiny, (h, w))
+        with self._lock:
+            newest = self._newest
+        if newest is None:  # a new call or scene: its first matte is the detail model's own
+            detail = shrink(self.detail.infer(small), (w, h))
+            with self._lock:
+                self._newest = (detail, fast, grey)
+            return detail
+        self._submit((small, fast, grey))
+        detail, fast_then, detail_grey = newest
+        moved = self._propagator(cv2.merge([detail, fast_then]), detail_grey, tiny)  # one flow, both mattes
+        return fuse(moved[..., 0], fast, moved[..., 1])
+
+    def reset(self) -> None:
+        """A new scene or source: the detail model's newest matte belongs to the old one."""
+        with self._lock:
+            self._generation += 1
+            self._newest = self._pending = None
+        self.fast.reset()
+        self.detail.reset()
+
+    def close(self) -> None:
+        """Stop the detail model's thread (after the matte it is making)."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.join()
+
+    # -- the detail model's thread -------------------------------------------------------------
+
+    def _submit(self, pending: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        with self._lock:
+            self._pending = pending  # an older frame still waiting is replaced
+            self._lock.notify_all()
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._detail_loop, name="detail", daemon=True)
+                self._worker.start()
+
+    def _detail_loop(self) -> None:
+        try:  # Linux: a thread's own nice value; elsewhere it simply runs at normal priority
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DETAIL_NICE)
+        except (AttributeError, OSError):
+            pass
+        while True:
+            with self._lock:
+                self._lock.wait_for(lambda: self._pending is not None or self._closed)
+                if self._closed:
+                    return
+                (small, fast, grey), self._pending = self._pending, None
+                generation = self._generation
+            alpha = shrink(self.detail.infer(small), fast.shape[::-1])
+            with self._lock:
+                if generation == self._generation:
+                    self._newest = (alpha, fast, grey)
