@@ -101,6 +101,19 @@ class RecordingBackend:
         return [f.reshape(self.height, self.width, 3) for f in self.frames]
 
 
+@pytest.fixture(autouse=True)
+def _cli_logging_ends_with_its_test():
+    """`vbg.cli.main` points logging at the test's captured stderr; once the test is over that
+    stream is closed, so the handlers a test added go with it (a later test's threads would
+    otherwise print "--- Logging error ---" for every line they log)."""
+    root = logging.getLogger()
+    before = set(root.handlers)
+    yield
+    for handler in set(root.handlers) - before:
+        if not type(handler).__module__.startswith("_pytest"):
+            root.removeHandler(handler)
+
+
 @pytest.fixture
 def recording_vcam(monkeypatch):
     """Registers the 'recording' backend with pyvirtualcam for one test; yields the instance list."""
