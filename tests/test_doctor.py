@@ -148,6 +148,8 @@ def test_model_cache_empty_says_what_the_first_run_does(monkeypatch, tmp_path):
     assert check.status == doctor.WARN and "made from 'modnet'" in check.found
     check = doctor.model_cache("selfie-landscape")
     assert check.status == doctor.WARN and "made from selfie_segmentation_landscape.tflite" in check.found
+    check = doctor.model_cache("hybrid")  # both of its models are checked
+    assert check.name == "model hybrid" and check.status == doctor.WARN and "selfie-landscape not in the cache" in check.found
 
 
 def test_model_cache_verified_or_corrupt(monkeypatch, tmp_path, modnet_path):

@@ -15,8 +15,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vbg.errors import VbgError
+
+if TYPE_CHECKING:
+    from vbg.registry import ModelSpec
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"  # FAIL: the plain `vbg` command cannot work until it is fixed
 
@@ -178,27 +182,39 @@ def _installed(distribution: str) -> bool:
 
 
 def model_cache(model: str | None = None) -> Check:
-    """The default (or ``model``) model in the cache and verified, or what the first run will do."""
+    """The default (or ``model``) model in the cache and verified (both parts of a hybrid), or
+    what the first run will do."""
     from vbg import registry
     from vbg.config import Settings
 
+    name = model or Settings().model
     try:
-        spec = registry.get_spec(model or Settings().model)
-        path = registry.model_path(spec)
-        if not path.exists() or not spec.sha256:
-            origin = f"'{spec.derive_from}'" if spec.derive_from else spec.member.rsplit("/", 1)[-1]
-            making = f"made from {origin} on first use ({spec.variant})" if spec.derived else \
-                f"downloaded on first use ({spec.size / 1e6:.0f} MB)"
-            cache = registry.cache_dir()
-            if cache.exists() and not os.access(cache, os.W_OK):
-                return Check(f"model {spec.name}", FAIL, f"not in the cache, and {cache} is not writable",
-                             f"`sudo chown -R $USER {cache}`, or set VBG_CACHE_DIR to a folder of yours")
-            return Check(f"model {spec.name}", WARN, f"not in the cache yet: {making}",
-                         f"`vbg models pull {spec.name}` does it now")
-        registry.verify(spec, path)
+        spec = registry.get_spec(name)
+        checks = [_cached(part, f"model {spec.name}") for part in
+                  (registry.hybrid_parts(spec) if spec.hybrid else (spec,))]
     except VbgError as exc:  # its message names the fix
-        return Check(f"model {model or Settings().model}", FAIL, str(exc))
-    return Check(f"model {spec.name}", OK, f"verified at {path}")
+        return Check(f"model {name}", FAIL, str(exc))
+    worst = next((c for status in (FAIL, WARN) for c in checks if c.status == status), None)
+    return worst or Check(f"model {spec.name}", OK, "; ".join(c.found for c in checks))
+
+
+def _cached(spec: ModelSpec, label: str) -> Check:
+    """One model file: verified, or what the first run will do to get it."""
+    from vbg import registry
+
+    path = registry.model_path(spec)
+    if not path.exists() or not spec.sha256:
+        origin = f"'{spec.derive_from}'" if spec.derive_from else spec.member.rsplit("/", 1)[-1]
+        making = f"made from {origin} on first use ({spec.variant})" if spec.derived else \
+            f"downloaded on first use ({spec.size / 1e6:.0f} MB)"
+        cache = registry.cache_dir()
+        if cache.exists() and not os.access(cache, os.W_OK):
+            return Check(label, FAIL, f"not in the cache, and {cache} is not writable",
+                         f"`sudo chown -R $USER {cache}`, or set VBG_CACHE_DIR to a folder of yours")
+        return Check(label, WARN, f"{spec.name} not in the cache yet: {making}",
+                     f"`vbg models pull {spec.name}` does it now")
+    registry.verify(spec, path)
+    return Check(label, OK, f"verified at {path}")
 
 
 def serve_port(host: str = "127.0.0.1", port: int = 8765) -> Check:
