@@ -22,6 +22,16 @@ from vbg.server import ControlServer
 from vbg.sources import open_input
 
 
+def wait_for(check, seconds: float = 15.0) -> bool:
+    """True as soon as ``check()`` is, False after ``seconds``."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 class Live:
     """A live pipeline (a looping person clip paced like a camera, into nothing) with its server."""
 
@@ -56,12 +66,7 @@ class Live:
         return json.loads(self.request("/api/state")[1])
 
     def wait_for(self, check, seconds: float = 15.0) -> bool:
-        deadline = time.time() + seconds
-        while time.time() < deadline:
-            if check():
-                return True
-            time.sleep(0.05)
-        return False
+        return wait_for(check, seconds)
 
     def close(self) -> None:
         self.pipeline.abort()

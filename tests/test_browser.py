@@ -7,12 +7,11 @@ Skipped where chromium or Playwright is missing; .ci/run installs both."""
 from __future__ import annotations
 
 import shutil
-import time
 
 import pytest
 
 from conftest import person_frame, write_video
-from live_helpers import Live
+from live_helpers import Live, wait_for
 from vbg import Settings
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -52,15 +51,6 @@ def live(tmp_path, video, background_image):
     running = Live(video, Settings(output="null", serve=True, backgrounds=str(folder)))
     yield running
     running.close()
-
-
-def wait_for(check, seconds: float = 15.0) -> bool:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_control_page_click_changes_the_mode(browser, live):
