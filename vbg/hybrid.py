@@ -57,9 +57,8 @@ def fuse(detail: np.ndarray, fast: np.ndarray, fast_then: np.ndarray, agree: flo
 class HybridSession:
     """Looks like a :class:`~vbg.session.MattingSession` to :class:`~vbg.matting.Matter`.
 
-    ``asynchronous`` (the live pipeline sets it): the detail model runs on its own thread
-    and each matte fuses its newest result with the fast model's; otherwise every matte is
-    the detail model's own. The first matte after :meth:`reset` is always the detail
+    Live (:meth:`go_live`): the detail model runs on its own thread and each matte fuses its
+    newest result with the fast model's; otherwise every matte is the detail model's own. The first matte after :meth:`reset` is always the detail
     model's own, so a call starts with a good matte.
     """
 
@@ -69,6 +68,7 @@ class HybridSession:
         self.detail = detail
         self.matte_size = detail.matte_size
         self.provider = detail.provider
+        self.every_frame = spec.every_frame
         self.asynchronous = False
         self._propagator = Propagator()
         self._lock = threading.Condition()
@@ -79,6 +79,9 @@ class HybridSession:
         self._worker: threading.Thread | None = None
         self._closed = False
         atexit.register(self.close)  # an inference cut off by the interpreter's exit prints errors
+
+    def go_live(self, live: bool) -> None:
+        self.asynchronous = live
 
     def input_shape(self, frame_hw: tuple[int, int]) -> tuple[int, int]:
         return self.detail.input_shape(frame_hw)

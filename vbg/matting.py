@@ -48,12 +48,12 @@ class Matter:
         """The model's raw matte of ``frame`` (at its own resolution) and the frame shrunk to the
         model's input size: shrunk once per matte, it serves the model, smoothing and refinement."""
         with self.clock.time("preprocess"):
-            if self._scene_cut(frame):  # history of another scene would only smear into this one
+            h, w = self.session.input_shape(frame.shape[:2])
+            small = shrink(frame, (w, h))
+            if self._scene_cut(small):  # history of another scene would only smear into this one
                 self.scene_cuts += 1
                 self.smoother.reset()
                 self.session.reset()
-            h, w = self.session.input_shape(frame.shape[:2])
-            small = shrink(frame, (w, h))
             feeds = self.session.prepare(small)  # the model's own size: prepare resizes nothing more
         with self.clock.time("inference"):
             return self.session.run(feeds), small
@@ -62,8 +62,9 @@ class Matter:
         """Smooth ``alpha`` over time and bring it to ``frame``'s resolution (``small``: the frame
         at the matte's size, from :meth:`infer`)."""
         with self.clock.time("smoothing"):
-            if small is None or small.shape[:2] != alpha.shape:
-                small = shrink(frame, alpha.shape[::-1])  # the frame at the matte's size, for both steps
+            if small is None or small.shape[:2] != alpha.shape:  # the frame at the matte's size, for both steps
+                larger = small is not None and small.shape[0] >= alpha.shape[0]
+                small = shrink(small if larger else frame, alpha.shape[::-1])
             self.grey = flow_grey(small, alpha.shape)
             alpha = self.smoother(alpha, small, self.grey)
         with self.clock.time("refinement"):

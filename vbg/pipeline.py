@@ -5,9 +5,11 @@ it runs, :meth:`Pipeline.apply` changes how the output looks (web panel, config
 reload, preview keys), and it pauses while :attr:`Pipeline.idle` says nobody watches
 (:mod:`vbg.live` attaches the server and the config watcher).
 
-* **Live** (a camera, or a file paced for a live output): capture never waits.
-  Every captured frame goes to the compositor, and the newest one is offered to
-  inference through a one-slot buffer; the compositor blends each frame with the
+* **Live** (a camera, or a file paced for a live output): capture never waits, and
+  every captured frame goes to the compositor. A model fast enough for every frame
+  (``every_frame`` in the registry, or any model on a GPU) mattes each frame on the
+  compositor's thread, so each frame is shown with its own matte. A slower model gets
+  the newest frame through a one-slot buffer; the compositor blends each frame with the
   newest matte (:class:`Latest`), so a slow model lowers the matte rate, not the
   output rate. That matte, made from an earlier frame, is moved onto the frame along the
   optical flow (:mod:`vbg.propagation`) unless ``propagate`` is off; ``hold`` lets a frame
@@ -49,7 +51,6 @@ from vbg.errors import VbgError
 from vbg.imaging import cover_fit
 from vbg.matting import Matter
 from vbg.propagation import Propagator
-from vbg.hybrid import HybridSession
 from vbg.registry import get_spec
 from vbg.ringbuffer import Closed, Latest, RingBuffer
 from vbg.session import MattingSession, open_session
@@ -181,11 +182,13 @@ class Pipeline:
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
         self.clock = StageClock()
-        if isinstance(session, HybridSession):  # live: its detail model runs on its own thread, at its own rate
-            session.asynchronous = self.live
+        if session is not None:
+            session.go_live(self.live)
+        # Live with a model fast enough for every frame: the compositor mattes each frame itself.
+        self._inline = self.live and session is not None and session.every_frame
         self._matter = Matter(session, settings.smoothing, self.clock, settings.refine) if session else None
         self._compositor = Compositor(settings.unmix, settings.light_wrap)
-        self._propagator = Propagator() if (self.live and settings.propagate) else None
+        self._propagator = Propagator() if (self.live and settings.propagate and not self._inline) else None
         policy, capacity = ("drop_oldest", 2) if self.live else ("block", 4)
         self._frames: RingBuffer[Packet] = RingBuffer(capacity, policy)  # capture → composite (live)
         self._to_infer: RingBuffer[Packet] = RingBuffer(1 if self.live else capacity, policy)
@@ -239,11 +242,12 @@ class Pipeline:
             index += 1
             self.stats.frames_captured = index
             # Its own packet on each path: the matte's thread must never write into the frame being shown.
-            if self.background.needs_matte and not self._to_infer.put(dataclasses.replace(packet)):
+            if (self.background.needs_matte and not self._inline
+                    and not self._to_infer.put(dataclasses.replace(packet))):
                 break
             if to_composite is not None and not to_composite.put(packet):
                 break
-            if index == 1 and self.warm_start and self.background.needs_matte:
+            if index == 1 and self.warm_start and self.background.needs_matte and not self._inline:
                 self._latest_matte.wait()
                 pacer = Pacer(self.source.fps) if self.source.paced else None  # from now on, not to catch up
 
@@ -258,7 +262,7 @@ class Pipeline:
         packet.matte_index, packet.matte_captured_at = packet.index, packet.captured_at
         with self.clock.time("edges"):
             packet.edges = self._compositor.edges(packet.alpha, packet.frame)
-        if self.live:
+        if self.live and not self._inline:
             self._latest_matte.publish(packet)
         return packet
 
@@ -282,7 +286,9 @@ class Pipeline:
         if not self.background.needs_matte:
             packet.image = packet.frame
             return packet
-        if self.live:
+        if self._inline:  # its own matte, made here: no queue between a frame and its matte
+            self._smooth(self._infer(packet))
+        elif self.live:
             matte = self._matte_for(packet)
             if matte is None:  # stopped before the first matte
                 return packet
@@ -436,7 +442,7 @@ class Pipeline:
         """Run until the source ends, ``settings.frames`` are out, or :meth:`abort`."""
         workers: list[tuple[str, Callable[[], None], RingBuffer | None]] = [
             ("capture", self._capture_then_close, None)]
-        if self._matter is not None:
+        if self._matter is not None and not self._inline:
             # Live: the smoothed matte is published to the compositor, not queued per frame.
             smoothed = None if self.live else self._smoothed
             workers += [("infer", self._stage(self._infer, self._to_infer, self._inferred), self._inferred),

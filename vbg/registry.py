@@ -71,6 +71,7 @@ class ModelSpec:
     recurrent_outputs: tuple[str, ...] = ()
     initial_state_shape: tuple[int, ...] = (1, 1, 1, 1)
     hybrid: tuple[str, str] = ()  # (fast, detail): two models run together, see vbg/hybrid.py
+    every_frame: bool = False  # fast enough on a CPU to matte every live frame itself (see vbg/pipeline.py)
 
     @property
     def recurrent(self) -> bool:
@@ -106,6 +107,13 @@ def _numbers(table: dict, key: str, where: str, count: int, integer: bool = Fals
 
 def _is_sha256(value: str) -> bool:
     return value == "" or (len(value) == 64 and all(c in "0123456789abcdefABCDEF" for c in value))
+
+
+def _flag(table: dict, key: str, where: str) -> bool:
+    value = table.get(key, False)
+    if not isinstance(value, bool):
+        raise VbgError(f"model registry entry '{where}': '{key}' must be true or false (got {value!r})")
+    return value
 
 
 def _spec_from_table(name: str, table: dict) -> ModelSpec:
@@ -159,6 +167,7 @@ def _spec_from_table(name: str, table: dict) -> ModelSpec:
             recurrent_outputs=tuple(rec.get("outputs", ())),
             initial_state_shape=_numbers(rec, "initial_shape", name, 4, integer=True, positive=True)
             if "initial_shape" in rec else (1, 1, 1, 1),
+            every_frame=_flag(table, "every_frame", name),
         )
     except KeyError as missing:
         raise VbgError(f"model registry entry '{name}' lacks the key {missing}") from None
@@ -176,7 +185,8 @@ def _hybrid_spec(name: str, table: dict) -> ModelSpec:
                          default_matte_size=_field(table, "default_matte_size", int, name, lambda v: v >= 16,
                                                    "an integer of at least 16"),
                          input_name="", resize="matte", multiple=1, channels="rgb", mean=(0.0, 0.0, 0.0),
-                         std=(1.0, 1.0, 1.0), alpha_output="", hybrid=(text(parts, "fast"), text(parts, "detail")))
+                         std=(1.0, 1.0, 1.0), alpha_output="", hybrid=(text(parts, "fast"), text(parts, "detail")),
+                         every_frame=_flag(table, "every_frame", name))
     except KeyError as missing:
         raise VbgError(f"model registry entry '{name}' lacks the key {missing}") from None
 
@@ -226,15 +236,23 @@ def register_local(name: str, table: dict) -> ModelSpec:
     return _spec_from_table(name, table)
 
 
+def _tables() -> dict[str, dict]:
+    """The shipped registry, then the models made on this machine: their keys win, and keys a newer
+    vbg added to the shipped entry since the model was made come from the shipped one."""
+    tables = _package_tables()
+    for name, table in _local_tables().items():
+        tables[name] = {**tables.get(name, {}), **table}
+    return tables
+
+
 def table_of(spec: ModelSpec) -> dict:
     """The registry table of ``spec``'s model as it stands in the files (for copying into a new entry)."""
-    return {**_package_tables(), **_local_tables()}[spec.name]
+    return _tables()[spec.name]
 
 
 def load_registry() -> dict[str, ModelSpec]:
-    """Every model: the shipped registry, then those made on this machine (which win)."""
-    tables = {**_package_tables(), **_local_tables()}
-    return {name: _spec_from_table(name, table) for name, table in tables.items()}
+    """Every model: the shipped registry and those made on this machine."""
+    return {name: _spec_from_table(name, table) for name, table in _tables().items()}
 
 
 AUTO = "auto"  # --model's default: the model that fits this machine, see default_model()

@@ -53,6 +53,12 @@ def choose_providers(device: str, available: Sequence[str]) -> list[str]:
     return gpus + [CPU_PROVIDER]
 
 
+def runs_every_frame(spec: ModelSpec, provider: str) -> bool:
+    """Whether a live run mattes every frame itself, on the frame's own thread (no matte age):
+    where the registry says the model is fast enough on a CPU, or where it runs on a GPU."""
+    return spec.every_frame or provider in GPU_PROVIDERS
+
+
 def state_device(provider: str) -> str | None:
     """Where recurrent state should live between frames for ``provider`` (None: plain numpy)."""
     return "cuda" if provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else None
@@ -119,6 +125,13 @@ class MattingSession:
         self._offset = (np.asarray(spec.mean, np.float32) / np.asarray(spec.std, np.float32)).reshape(3, 1, 1)
         self._state: list[np.ndarray | ort.OrtValue] = []
         self.reset()
+
+    @property
+    def every_frame(self) -> bool:
+        return runs_every_frame(self.spec, self.provider)
+
+    def go_live(self, live: bool) -> None:
+        """The pipeline says whether the run is live; a single model runs the same either way."""
 
     def reset(self) -> None:
         """Forget recurrent state (a scene cut, a new source)."""
