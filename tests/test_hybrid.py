@@ -83,12 +83,12 @@ def test_offline_every_matte_is_the_detail_models_own(hybrid_session):
 def test_live_mattes_come_at_the_fast_models_pace_with_the_detail_models_edges(hybrid_session):
     frame = person_frame()
     hybrid_session.reset()
-    hybrid_session.asynchronous = True
+    hybrid_session.go_live(True)
     try:
         first = hybrid_session.infer(frame)  # after a reset: the detail model's own
         later = [hybrid_session.infer(frame) for _ in range(5)]  # fast model + the detail matte, fused
     finally:
-        hybrid_session.asynchronous = False
+        hybrid_session.go_live(False)
         hybrid_session.close()
     fast = cv2.resize(hybrid_session.fast.infer(frame), first.shape[::-1])
     assert all(m.shape == first.shape == (144, 256) for m in later)  # live: at the fast model's size

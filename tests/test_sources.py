@@ -63,6 +63,17 @@ def test_folder_of_frames_is_read_in_name_order(tmp_path):
     assert len(brightness) == 3 and brightness == sorted(brightness)
 
 
+def test_preloaded_frames_are_decoded_before_the_first_is_delivered(tmp_path):
+    paths = [tmp_path / f"frame{i}.png" for i in range(3)]
+    for i, path in enumerate(paths):
+        cv2.imwrite(str(path), person_frame(10 * i))
+    source = ImagesSource(paths, "clip", preload=True)
+    for path in paths:
+        path.unlink()  # delivering must not read them any more
+    frames = drain(source)
+    assert len(frames) == 3 and all(np.array_equal(f, person_frame(10 * i)) for i, f in enumerate(frames))
+
+
 def test_still_image_is_one_frame_or_repeats_for_a_live_output(tmp_path):
     path = tmp_path / "me.jpg"
     cv2.imwrite(str(path), person_frame())

@@ -145,7 +145,8 @@ def evaluate_live_clip(settings: Settings, session: MattingSession, clip: Path) 
     from vbg.pipeline import Pipeline  # the pipeline imports the server; offline eval does not need it
 
     pairs = clip_frames(clip)
-    source = ImagesSource([frame for frame, _ in pairs], f"clip {clip.name}", paced=True, fps=clip_fps(clip))
+    source = ImagesSource([frame for frame, _ in pairs], f"clip {clip.name}", paced=True, fps=clip_fps(clip),
+                          preload=True)  # delivered as a camera delivers: decoded
     shown: list[tuple[int, np.ndarray]] = []  # (frame index, composited alpha) per output frame
 
     def keep(packet) -> None:  # on the output thread: a cheap copy, scored after the run

@@ -5,13 +5,13 @@ it runs, :meth:`Pipeline.apply` changes how the output looks (web panel, config
 reload, preview keys), and it pauses while :attr:`Pipeline.idle` says nobody watches
 (:mod:`vbg.live` attaches the server and the config watcher).
 
-* **Live** (a camera, or a file paced for a live output): capture never waits, and
-  every captured frame goes to the compositor. A model fast enough for every frame
-  (``every_frame`` in the registry, or any model on a GPU) mattes each frame on the
-  compositor's thread, so each frame is shown with its own matte. A slower model gets
-  the newest frame through a one-slot buffer; the compositor blends each frame with the
-  newest matte (:class:`Latest`), so a slow model lowers the matte rate, not the
-  output rate. That matte, made from an earlier frame, is moved onto the frame along the
+* **Live** (a camera, or a file paced for a live output): capture never waits.
+  A model fast enough for every frame (``every_frame`` in the registry, or any model
+  on a GPU) mattes each frame in turn on its own thread while the compositor shows the
+  one before, so each frame is shown with its own matte; when it falls behind, the
+  newest frame is its next. A slower model gets the newest frame through a one-slot
+  buffer while every frame goes to the compositor, which blends it with the newest
+  matte (:class:`Latest`), so a slow model lowers the matte rate, not the output rate. That matte, made from an earlier frame, is moved onto the frame along the
   optical flow (:mod:`vbg.propagation`) unless ``propagate`` is off; ``hold`` lets a frame
   wait a bounded time for its own matte. A full buffer drops its oldest frame and counts it.
 * **Lossless** (a file into a file or into nothing): every buffer blocks, every
@@ -183,18 +183,20 @@ class Pipeline:
         self._errors: list[BaseException] = []
         self.clock = StageClock()
         if session is not None:
-            session.go_live(self.live)
-        # Live with a model fast enough for every frame: the compositor mattes each frame itself.
-        self._inline = self.live and session is not None and session.every_frame
+            session.go_live(self.live, self.clock)
+        # Live with a model fast enough for every frame: each frame is matted in turn on one thread
+        # while the one before is composited on another; its matte is its own.
+        self._every_frame = self.live and session is not None and session.every_frame
         self._matter = Matter(session, settings.smoothing, self.clock, settings.refine) if session else None
         self._compositor = Compositor(settings.unmix, settings.light_wrap)
-        self._propagator = Propagator() if (self.live and settings.propagate and not self._inline) else None
+        self._propagator = Propagator() if (self.live and settings.propagate and not self._every_frame) else None
         policy, capacity = ("drop_oldest", 2) if self.live else ("block", 4)
         self._frames: RingBuffer[Packet] = RingBuffer(capacity, policy)  # capture → composite (live)
         self._to_infer: RingBuffer[Packet] = RingBuffer(1 if self.live else capacity, policy)
         # Live: only the newest inferred matte is worth finishing; an older one waiting would add its age.
         self._inferred: RingBuffer[Packet] = RingBuffer(1 if self.live else capacity, policy)
-        self._smoothed: RingBuffer[Packet] = RingBuffer(capacity, policy)  # smooth → composite (lossless)
+        # smooth → composite (lossless; live: every frame with its own matte, one waiting at most)
+        self._smoothed: RingBuffer[Packet] = RingBuffer(1, "block") if self._every_frame else RingBuffer(capacity, policy)
         self._composited: RingBuffer[Packet] = RingBuffer(capacity, policy)
         self._latest_matte: Latest[Packet] = Latest()  # live: the packet of the newest finished matte
         self._buffers = [self._frames, self._to_infer, self._inferred, self._smoothed, self._composited]
@@ -242,12 +244,15 @@ class Pipeline:
             index += 1
             self.stats.frames_captured = index
             # Its own packet on each path: the matte's thread must never write into the frame being shown.
-            if (self.background.needs_matte and not self._inline
-                    and not self._to_infer.put(dataclasses.replace(packet))):
+            if self._every_frame:  # the matte thread takes every frame (the newest, when it is behind)
+                if not self._to_infer.put(packet):
+                    break
+                continue
+            if self.background.needs_matte and not self._to_infer.put(dataclasses.replace(packet)):
                 break
             if to_composite is not None and not to_composite.put(packet):
                 break
-            if index == 1 and self.warm_start and self.background.needs_matte and not self._inline:
+            if index == 1 and self.warm_start and self.background.needs_matte and not self._every_frame:
                 self._latest_matte.wait()
                 pacer = Pacer(self.source.fps) if self.source.paced else None  # from now on, not to catch up
 
@@ -256,15 +261,25 @@ class Pipeline:
         self.stats.mattes += 1
         return packet
 
-    def _smooth(self, packet: Packet) -> Packet:
+    def _finish(self, packet: Packet) -> Packet:
         packet.alpha = self._matter.finish(packet.alpha, packet.frame, packet.small)
         packet.small, packet.grey = None, self._matter.grey
         packet.matte_index, packet.matte_captured_at = packet.index, packet.captured_at
+        return packet
+
+    def _smooth(self, packet: Packet) -> Packet:
+        """The matte finished, with the compositor's per-matte work done here, off its thread."""
+        packet = self._finish(packet)
         with self.clock.time("edges"):
             packet.edges = self._compositor.edges(packet.alpha, packet.frame)
-        if self.live and not self._inline:
+        if self.live:
             self._latest_matte.publish(packet)
         return packet
+
+    def _matte_every_frame(self, packet: Packet) -> Packet:
+        """Live with a model fast enough for every frame: this frame's own matte, finished (its
+        edges are left to the compositor's thread, which has the lighter share of the work)."""
+        return self._finish(self._infer(packet)) if self.background.needs_matte else packet
 
     def _matte_for(self, packet: Packet) -> Packet | None:
         """Live: the newest finished matte's packet; with ``hold``, waits up to that long for the
@@ -283,11 +298,13 @@ class Pipeline:
         return matte
 
     def _composite(self, packet: Packet) -> Packet:
-        if not self.background.needs_matte:
+        # (every frame: no matte when matting was switched on after this frame's turn)
+        if not self.background.needs_matte or (self._every_frame and packet.alpha is None):
             packet.image = packet.frame
             return packet
-        if self._inline:  # its own matte, made here: no queue between a frame and its matte
-            self._smooth(self._infer(packet))
+        if self._every_frame:
+            with self.clock.time("edges"):
+                packet.edges = self._compositor.edges(packet.alpha, packet.frame)
         elif self.live:
             matte = self._matte_for(packet)
             if matte is None:  # stopped before the first matte
@@ -442,12 +459,16 @@ class Pipeline:
         """Run until the source ends, ``settings.frames`` are out, or :meth:`abort`."""
         workers: list[tuple[str, Callable[[], None], RingBuffer | None]] = [
             ("capture", self._capture_then_close, None)]
-        if self._matter is not None and not self._inline:
+        if self._every_frame:
+            workers.append(("matte", self._stage(self._matte_every_frame, self._to_infer, self._smoothed),
+                            self._smoothed))
+        elif self._matter is not None:
             # Live: the smoothed matte is published to the compositor, not queued per frame.
             smoothed = None if self.live else self._smoothed
             workers += [("infer", self._stage(self._infer, self._to_infer, self._inferred), self._inferred),
                         ("smooth", self._stage(self._smooth, self._inferred, smoothed), smoothed)]
-        composite_in = self._smoothed if (self.background.needs_matte and not self.live) else self._frames
+        composite_in = self._smoothed if (self._every_frame or (self.background.needs_matte and not self.live)) \
+            else self._frames
         workers.append(("composite", self._stage(self._composite, composite_in, self._composited),
                         self._composited))
         threads = [threading.Thread(target=self._guarded(work, outbox), name=name, daemon=True)
@@ -467,6 +488,8 @@ class Pipeline:
             self.stats.rss_mb_end = rss_mb()
             self.stats.stages = self.clock.summary()
             self.stats.dropped = self._frames.dropped + self._composited.dropped
+            if self._every_frame:  # every frame was meant for the matte thread
+                self.stats.dropped += self._to_infer.dropped
         if self._errors:
             raise self._errors[0]
         return self.stats

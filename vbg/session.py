@@ -17,6 +17,7 @@ import onnxruntime as ort
 from vbg.errors import VbgError
 from vbg.imaging import shrink
 from vbg.registry import ModelSpec, cache_dir
+from vbg.timing import StageClock
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ class MattingSession:
     def every_frame(self) -> bool:
         return runs_every_frame(self.spec, self.provider)
 
-    def go_live(self, live: bool) -> None:
+    def go_live(self, live: bool, clock: StageClock | None = None) -> None:
         """The pipeline says whether the run is live; a single model runs the same either way."""
 
     def reset(self) -> None:

@@ -189,21 +189,27 @@ class VideoFileSource(_FileSource):
 
 
 class ImagesSource(_FileSource):
-    """A still image (repeated when ``loop``) or a folder of frames (in name order)."""
+    """A still image (repeated when ``loop``) or a folder of frames (in name order).
+
+    ``preload``: every frame is decoded before the first is delivered, so delivering one costs
+    what a camera's costs, not a PNG decode (`vbg eval --live` on short clips)."""
 
     def __init__(self, paths: list[Path], name: str, *, loop: bool = False, paced: bool = False,
-                 fps: float = DEFAULT_STILL_FPS) -> None:
+                 fps: float = DEFAULT_STILL_FPS, preload: bool = False) -> None:
         super().__init__(name, fps, loop, paced)
         self._paths = paths
         self._position = 0
         first = read_image(paths[0])
         self.size = (first.shape[1], first.shape[0])
         self._cache: np.ndarray | None = first if len(paths) == 1 else None
+        self._decoded = [first, *map(read_image, paths[1:])] if preload else None
 
     def _next_frame(self) -> np.ndarray | None:
         if self._position >= len(self._paths):
             return None
         self._position += 1
+        if self._decoded is not None:
+            return self._decoded[self._position - 1].copy()
         return (self._cache.copy() if self._cache is not None
                 else read_image(self._paths[self._position - 1]))
 
