@@ -133,13 +133,21 @@ def modnet_path() -> Path:
 
 @pytest.fixture(scope="session")
 def default_model_path() -> Path:
-    """The default model's weights (int8 on a CPU with VNNI, made from MODNet on first use).
+    """The weights of the default model's MODNet (int8 on a CPU with VNNI, made from MODNet on first use);
+    a hybrid's fast model is made too.
     A model still to be made is made by `vbg models pull` in a process of its own, so that
     the quantiser's peak memory is not added to the test run's."""
     spec = get_spec(Settings().model)
-    if spec.derived and not registry.model_path(spec).is_file():
+    parts = registry.hybrid_parts(spec) if spec.hybrid else (spec,)
+    if any(part.derived and not registry.model_path(part).is_file() for part in parts):
         subprocess.run([sys.executable, "-m", "vbg", "models", "pull", spec.name], check=True)
-    return ensure_model(get_spec(spec.name))
+    return ensure_model(default_matting_spec())
+
+
+def default_matting_spec():
+    """The MODNet the default model runs (a hybrid's detail model): the model of ``default_model_path``."""
+    spec = get_spec(Settings().model)
+    return registry.hybrid_parts(spec)[1] if spec.hybrid else spec
 
 
 def person_frame(index: int = 0) -> np.ndarray:

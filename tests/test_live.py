@@ -136,6 +136,13 @@ class BrokenModel:
     """Stands in for a session whose inference fails (a GPU driver crash, say)."""
 
     provider = "BrokenExecutionProvider"
+    every_frame = False
+
+    def go_live(self, live, clock=None):
+        pass
+
+    def close(self):
+        pass
 
     def input_shape(self, frame_hw):
         return frame_hw

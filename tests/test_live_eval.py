@@ -9,12 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import person_frame, reference_matte
+from conftest import default_matting_spec, person_frame, reference_matte
 from vbg import Settings
 from vbg.backgrounds import color_background
 from vbg.cli import main
 from vbg.pipeline import Pipeline
-from vbg.registry import get_spec
 from vbg.session import MattingSession
 from vbg.sinks import NullSink
 from vbg.sources import ImagesSource
@@ -44,7 +43,7 @@ def run_live(clip, model_path, every_frame=False, **settings):
     ``every_frame``: the model is marked fast enough to matte every frame itself."""
     paths = sorted((clip / "com").iterdir())
     source = ImagesSource(paths, "clip", paced=True, fps=FPS)
-    spec = dataclasses.replace(get_spec(Settings().model), every_frame=every_frame)
+    spec = dataclasses.replace(default_matting_spec(), every_frame=every_frame)
     session = MattingSession(spec, model_path, device="cpu", matte_size=int(MATTE))
     session.infer(person_frame())  # warm: a cold first run takes as long as several frames
     pipeline = Pipeline(Settings(**settings), source, [NullSink()], color_background("#000000", source.size),
@@ -94,7 +93,8 @@ def test_a_model_fast_enough_for_every_frame_mattes_each_frame_itself(slow_clip,
 
 
 def eval_json(capsys, *argv):
-    assert main(["eval", *argv, "--matte-size", MATTE, "--json"]) == 0
+    """`vbg eval` of the default model's MODNet alone (a model slower than the frame rate)."""
+    assert main(["eval", *argv, "--model", default_matting_spec().name, "--matte-size", MATTE, "--json"]) == 0
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 

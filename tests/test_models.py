@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from unittest.mock import patch
 import subprocess
 import sys
 
@@ -237,13 +238,33 @@ def test_io_binding_keeps_state_where_the_provider_wants_it_and_changes_no_resul
     ({"avx2", "fma"}, "modnet"),  # no int8 dot products: int8 is no faster there
     (set(), "modnet"),  # flags unknown (not Linux)
 ])
-def test_the_default_model_fits_the_cpu(flags, expected):
-    name, why = registry.default_model(frozenset(flags))
+def test_the_default_models_modnet_fits_the_cpu(flags, expected):
+    name, why = registry.modnet_for_this_cpu(frozenset(flags))
     assert name == expected and why
+    hybrid, why = registry.default_model(frozenset(flags))
+    assert hybrid == "hybrid" and expected in why
+    with patch.object(registry, "cpu_flags", lambda: frozenset(flags)):
+        assert registry.hybrid_parts(registry.get_spec("auto"))[1].name == expected
 
 
 def test_auto_resolves_to_a_real_model():
     assert registry.get_spec("auto").name == registry.default_model()[0]
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
+def test_on_a_gpu_the_hybrid_is_fp32_modnet_alone_every_frame(monkeypatch):
+    """Selection logic only (CI has no GPU): onnxruntime offering CUDA makes the hybrid's session
+    MODNet fp32 alone; without a GPU it is the hybrid."""
+    from vbg.hybrid import HybridSession
+    from vbg.session import open_session
+
+    hybrid = registry.get_spec("hybrid")
+    assert registry.hybrid_parts(hybrid, gpu=True)[1].name == "modnet"
+    assert isinstance(open_session(hybrid, device="cpu"), HybridSession)
+    monkeypatch.setattr("onnxruntime.get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    session = open_session(hybrid, device="auto")  # onnxruntime itself falls back to its CPU here
+    assert isinstance(session, MattingSession) and session.spec.name == "modnet"
 
 
 @pytest.fixture

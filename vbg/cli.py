@@ -66,7 +66,8 @@ def _add_look_options(parser: argparse.ArgumentParser) -> None:
                                  "0.3 looks natural)")
 
     model = parser.add_argument_group("matting")
-    model.add_argument("--model", metavar="NAME", help=f"model from `vbg models list` (default {Settings.model})")
+    model.add_argument("--model", metavar="NAME", help=f"model from `vbg models list` (default {Settings.model}: the hybrid, "
+                       "or MODNet alone on a GPU)")
     model.add_argument("--matte-size", type=int, metavar="PX", help="short side of the matte; larger is sharper and slower")
     model.add_argument("--device", choices=DEVICES, help="where inference runs (default auto: GPU if there is one)")
     model.add_argument("--smoothing", type=float, metavar="0-1", help=f"motion-compensated temporal smoothing against flicker (default {Settings.smoothing}, 0 = off)")
@@ -202,7 +203,8 @@ def _models(argv: Sequence[str]) -> int:
     commands = parser.add_subparsers(dest="command", required=True, metavar="{list,pull,path}")
     commands.add_parser("list", help="the models vbg knows, their licence and whether they are downloaded")
     pull = commands.add_parser("pull", help="download a model into the cache and verify it")
-    pull.add_argument("name", nargs="?", default="modnet", help="model name (default modnet)")
+    pull.add_argument("name", nargs="?", default="auto",
+                      help="model name (default auto: every model a plain `vbg` run needs, e.g. before going offline)")
     pull.add_argument("--force", action="store_true", help="download again even if cached")
     path = commands.add_parser("path", help="print the cached file's path")
     path.add_argument("name", help="model name")

@@ -104,7 +104,7 @@ class Settings:
     backgrounds: str | None = _setting(None, _string, "folder of backgrounds to choose from while running")
     blur: float = _setting(15.0, _number(1, 100), "background blur strength (mode 'blur')")
     color: str = _setting("#00b140", _colour, "background colour (mode 'color')")
-    model: str = _setting("auto", _string, "matting model from `vbg models list`; auto: the one that fits this CPU")
+    model: str = _setting("auto", _string, "matting model from `vbg models list`; auto: the hybrid (MODNet alone on a GPU)")
     matte_size: int | None = _setting(None, _number(32, 2160, integer=True), "short side of the matte")
     device: str = _setting("auto", _choice(*DEVICES), "where inference runs")
     smoothing: float = _setting(0.6, _number(0, 1), "temporal smoothing strength, 0 turns it off")

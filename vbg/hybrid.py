@@ -25,6 +25,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 
 import cv2
 import numpy as np
@@ -61,6 +62,15 @@ def fuse(detail: np.ndarray, fast: np.ndarray, fast_then: np.ndarray, agree: flo
     return detail + weight * (fast - detail)
 
 
+_OPEN: weakref.WeakSet[HybridSession] = weakref.WeakSet()  # weak: a session nobody holds is freed
+
+
+@atexit.register
+def _close_open_sessions() -> None:
+    for session in list(_OPEN):
+        session.close()
+
+
 class HybridSession:
     """Looks like a :class:`~vbg.session.MattingSession` to :class:`~vbg.matting.Matter`.
 
@@ -86,7 +96,7 @@ class HybridSession:
         self._generation = 0  # bumped by reset: a detail matte of an earlier scene is dropped
         self._worker: threading.Thread | None = None
         self._closed = False
-        atexit.register(self.close)  # an inference cut off by the interpreter's exit prints errors
+        _OPEN.add(self)  # closed at exit: an inference cut off by the interpreter's exit prints errors
 
     def go_live(self, live: bool, clock: StageClock | None = None) -> None:
         """Live: the detail model runs on its own thread; ``clock`` gets its time as stage "detail"."""
@@ -135,7 +145,8 @@ class HybridSession:
         self.detail.reset()
 
     def close(self) -> None:
-        """Stop the detail model's thread (after the matte it is making)."""
+        """Stop the detail model's thread (after the matte it is making); the next live matte
+        starts it again (`vbg eval --live` runs one pipeline per clip on one session)."""
         with self._lock:
             self._closed = True
             self._lock.notify_all()
@@ -150,6 +161,7 @@ class HybridSession:
             self._pending = pending  # an older frame still waiting is replaced
             self._lock.notify_all()
             if self._worker is None:
+                self._closed = False
                 self._worker = threading.Thread(target=self._detail_loop, name="detail", daemon=True)
                 self._worker.start()
 

@@ -495,8 +495,8 @@ class Pipeline:
         return self.stats
 
     def close(self) -> None:
-        """Release the camera, the sinks and the background (each exactly once)."""
-        for resource in (self.source, *self.sinks, self.background):
+        """Release the camera, the sinks, the background and the model's threads (each exactly once)."""
+        for resource in (self.source, *self.sinks, self.background, *([self.session] if self.session else [])):
             try:
                 resource.close()
             except Exception:  # noqa: BLE001 - one failing release must not keep the others open

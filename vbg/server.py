@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ipaddress
 import json
 import logging
@@ -491,6 +492,8 @@ class ControlServer:
             self.stream.remove(queue)
             self._viewers.discard(ws)
             sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender  # a task left pending is reported when the loop closes
         return ws
 
     async def _send_frames(self, ws: web.WebSocketResponse, queue: asyncio.Queue[bytes],

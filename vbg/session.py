@@ -134,6 +134,9 @@ class MattingSession:
     def go_live(self, live: bool, clock: StageClock | None = None) -> None:
         """The pipeline says whether the run is live; a single model runs the same either way."""
 
+    def close(self) -> None:
+        """Nothing runs in the background: onnxruntime frees the model with the session."""
+
     def reset(self) -> None:
         """Forget recurrent state (a scene cut, a new source)."""
         self._state = [np.zeros(self.spec.initial_state_shape, np.float32)
@@ -192,14 +195,20 @@ class MattingSession:
 
 def open_session(spec: ModelSpec, *, device: str = "auto", matte_size: int | None = None) -> MattingSession:
     """A session for ``spec``, its weights pulled or made first if needed; for a hybrid entry
-    (:mod:`vbg.hybrid`) its fast and detail models together, one inference thread each."""
+    (:mod:`vbg.hybrid`) its fast and detail models together, one inference thread each, or
+    where inference runs on a GPU its detail model alone."""
     from vbg.registry import ensure_model, hybrid_parts
 
     if not spec.hybrid:
         return MattingSession(spec, ensure_model(spec), device=device, matte_size=matte_size)
+    gpu = choose_providers(device, ort.get_available_providers())[0] in GPU_PROVIDERS
+    fast, detail = hybrid_parts(spec, gpu)
+    if gpu:  # the detail model alone keeps up with every frame there, with its own edges
+        log.info("%s on a GPU: %s alone, every frame", spec.name, detail.name)
+        return MattingSession(detail, ensure_model(detail), device=device,
+                              matte_size=matte_size or spec.default_matte_size)
     from vbg.hybrid import HybridSession
 
-    fast, detail = hybrid_parts(spec)
     return HybridSession(spec, MattingSession(fast, ensure_model(fast), device=device, threads=1),
                          MattingSession(detail, ensure_model(detail), device=device,
                                         matte_size=matte_size or spec.default_matte_size, threads=1))
