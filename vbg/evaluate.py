@@ -28,7 +28,7 @@ from vbg.backgrounds import color_background
 from vbg.config import Settings
 from vbg.errors import VbgError
 from vbg.matting import Matter
-from vbg.session import MattingSession
+from vbg.session import Session
 from vbg.sinks import NullSink
 from vbg.sources import ImagesSource, is_image_file
 
@@ -139,7 +139,7 @@ def evaluate_clip(matter: Matter, clip: Path) -> ClipScore:
     return score
 
 
-def evaluate_live_clip(settings: Settings, session: MattingSession, clip: Path) -> ClipScore:
+def evaluate_live_clip(settings: Settings, session: Session, clip: Path) -> ClipScore:
     """Play ``clip`` at its frame rate through the live pipeline and score the alpha composited
     on each output frame against that frame's truth (dtSSD between successive output frames)."""
     from vbg.pipeline import Pipeline  # the pipeline imports the server; offline eval does not need it
@@ -185,7 +185,7 @@ def evaluate(matter: Matter, root: Path, on_clip=None) -> list[ClipScore]:
     return scores
 
 
-def evaluate_live(settings: Settings, session: MattingSession, root: Path, on_clip=None) -> list[ClipScore]:
+def evaluate_live(settings: Settings, session: Session, root: Path, on_clip=None) -> list[ClipScore]:
     """:func:`evaluate` through the live pipeline (:func:`evaluate_live_clip`)."""
     clips = find_clips(root)
     session.infer(cv2.imread(str(clip_frames(clips[0])[0][0]), cv2.IMREAD_COLOR))  # warm, as a running call is

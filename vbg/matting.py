@@ -12,7 +12,7 @@ import numpy as np
 from vbg.flow import flow_grey
 from vbg.imaging import shrink
 from vbg.refine import GuidedUpsampler
-from vbg.session import MattingSession
+from vbg.session import Session
 from vbg.smoothing import TemporalSmoother
 from vbg.timing import StageClock
 
@@ -27,7 +27,7 @@ class Matter:
     smoothing, refinement.
     """
 
-    def __init__(self, session: MattingSession, smoothing: float, clock: StageClock | None = None,
+    def __init__(self, session: Session, smoothing: float, clock: StageClock | None = None,
                  refine: bool = True) -> None:
         self.session = session
         self.smoother = TemporalSmoother(smoothing)

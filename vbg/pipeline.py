@@ -53,7 +53,7 @@ from vbg.matting import Matter
 from vbg.propagation import Propagator
 from vbg.registry import get_spec
 from vbg.ringbuffer import Closed, Latest, RingBuffer
-from vbg.session import MattingSession, open_session
+from vbg.session import Session, open_session
 from vbg.sinks import PreviewSink, Sink, open_output
 from vbg.sources import CameraSource, Source, open_input
 from vbg.timing import Pacer, StageClock
@@ -158,7 +158,7 @@ class Pipeline:
     """Wires one source, one background, one model and its sinks into stage threads."""
 
     def __init__(self, settings: Settings, source: Source, sinks: list[Sink], background: Background,
-                 session: MattingSession | None, size: tuple[int, int]) -> None:
+                 session: Session | None, size: tuple[int, int]) -> None:
         self.settings = settings
         self.source = source
         self.sinks = sinks

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -52,6 +53,24 @@ def choose_providers(device: str, available: Sequence[str]) -> list[str]:
             f"(available: {', '.join(available)}); install its GPU build with {GPU_INSTALL}; or use --device cpu"
         )
     return gpus + [CPU_PROVIDER]
+
+
+class Session(Protocol):
+    """What the matte path (:class:`~vbg.matting.Matter`) and the pipeline ask of a model:
+    :class:`MattingSession` (one model) and :class:`~vbg.hybrid.HybridSession` (two) have it."""
+
+    spec: ModelSpec
+    provider: str
+    every_frame: bool  # live: fast enough to matte every frame itself (see vbg/pipeline.py)
+    matte_size: int  # short side of the matte it makes
+
+    def input_shape(self, frame_hw: tuple[int, int]) -> tuple[int, int]: ...
+    def prepare(self, frame_bgr: np.ndarray) -> dict[str, np.ndarray]: ...
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray: ...
+    def infer(self, frame_bgr: np.ndarray) -> np.ndarray: ...
+    def reset(self) -> None: ...
+    def go_live(self, live: bool, clock: StageClock | None = None) -> None: ...
+    def close(self) -> None: ...
 
 
 def runs_every_frame(spec: ModelSpec, provider: str) -> bool:
@@ -193,7 +212,7 @@ class MattingSession:
         return self.run(self.prepare(frame_bgr))
 
 
-def open_session(spec: ModelSpec, *, device: str = "auto", matte_size: int | None = None) -> MattingSession:
+def open_session(spec: ModelSpec, *, device: str = "auto", matte_size: int | None = None) -> Session:
     """A session for ``spec``, its weights pulled or made first if needed; for a hybrid entry
     (:mod:`vbg.hybrid`) its fast and detail models together, one inference thread each, or
     where inference runs on a GPU its detail model alone."""
