@@ -1,5 +1,7 @@
 """The hybrid matte: the fast model corrects where the newest detail matte is stale, keeps its edges elsewhere."""
 
+import threading
+
 import cv2
 import numpy as np
 import pytest
@@ -94,3 +96,29 @@ def test_live_mattes_come_at_the_fast_models_pace_with_the_detail_models_edges(h
     assert all(m.shape == first.shape == (144, 256) for m in later)  # live: at the fast model's size
     assert np.abs(fast - first).mean() > 0.02  # the two models disagree in places ...
     assert np.abs(later[-1] - first).mean() < 0.002  # ... but on a still frame the detail model's matte is kept
+
+
+def detail_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "detail" and thread.is_alive()]
+
+
+def test_closing_stops_the_detail_thread_and_the_next_live_matte_starts_it_again(hybrid_session):
+    """`vbg eval --live` runs one pipeline per clip on one session, and each pipeline closes it:
+    no detail thread may be left behind a closed pipeline, and the next clip must get one."""
+    frame = person_frame()
+    hybrid_session.reset()
+    hybrid_session.go_live(True)
+    try:
+        for _ in range(2):  # the first matte is the detail model's own; the second starts its thread
+            hybrid_session.infer(frame)
+        assert len(detail_threads()) == 1
+        hybrid_session.close()
+        assert detail_threads() == []
+        hybrid_session.reset()
+        for _ in range(2):
+            hybrid_session.infer(frame)
+        assert len(detail_threads()) == 1
+    finally:
+        hybrid_session.go_live(False)
+        hybrid_session.close()
+    assert detail_threads() == []
