@@ -6,9 +6,10 @@ Frames go through :class:`~vbg.matting.Matter` in order — the model, temporal
 smoothing and upsampling that live mode uses, without compositing.
 
 ``--live`` (:func:`evaluate_live`) scores what a call sees instead: each clip is played at
-its frame rate through the real live pipeline (paced source, asynchronous matte, dropped
-frames), and the alpha composited on each output frame — a matte from an earlier frame,
-propagated or not — is scored against that output frame's own truth.
+its frame rate through the real live pipeline (paced source, dropped frames), and the alpha
+composited on each output frame — its own matte for a model that mattes every frame, else
+the newest, from an earlier frame, propagated or not — is scored against that output
+frame's own truth.
 """
 
 from __future__ import annotations

@@ -91,8 +91,9 @@ class HybridSession:
     """A :class:`~vbg.session.Session` of two models.
 
     Live (:meth:`go_live`): the detail model runs on its own thread and each matte fuses its
-    newest result with the fast model's; otherwise every matte is the detail model's own. The first matte after :meth:`reset` is always the detail
-    model's own, so a call starts with a good matte.
+    newest result with the fast model's; otherwise every matte is the detail model's own.
+    The first matte after :meth:`reset` is always the detail model's own, so a call starts
+    with a good matte.
     """
 
     def __init__(self, spec: ModelSpec, fast: MattingSession, detail: MattingSession) -> None:
@@ -102,7 +103,7 @@ class HybridSession:
         self.matte_size = detail.matte_size
         self.provider = detail.provider
         self.every_frame = spec.every_frame
-        self.asynchronous = False
+        self._live = False
         self._clock = StageClock()
         self._propagator = Propagator()
         self._lock = threading.Condition()
@@ -116,7 +117,7 @@ class HybridSession:
 
     def go_live(self, live: bool, clock: StageClock | None = None) -> None:
         """Live: the detail model runs on its own thread; ``clock`` gets its time as stage "detail"."""
-        self.asynchronous = live
+        self._live = live
         self._clock = clock or StageClock()
 
     def input_shape(self, frame_hw: tuple[int, int]) -> tuple[int, int]:
@@ -134,7 +135,7 @@ class HybridSession:
         live at the fast model's size, where the per-frame work (fusion, smoothing, guided
         upsampling) costs a third of what it would at the detail model's."""
         small = feeds[FRAME]
-        if not self.asynchronous:
+        if not self._live:
             return self.detail.infer(small)
         h, w = self.fast.input_shape(small.shape[:2])
         tiny = shrink(small, (w, h))

@@ -11,9 +11,10 @@ reload, preview keys), and it pauses while :attr:`Pipeline.idle` says nobody wat
   one before, so each frame is shown with its own matte; when it falls behind, the
   newest frame is its next. A slower model gets the newest frame through a one-slot
   buffer while every frame goes to the compositor, which blends it with the newest
-  matte (:class:`Latest`), so a slow model lowers the matte rate, not the output rate. That matte, made from an earlier frame, is moved onto the frame along the
-  optical flow (:mod:`vbg.propagation`) unless ``propagate`` is off; ``hold`` lets a frame
-  wait a bounded time for its own matte. A full buffer drops its oldest frame and counts it.
+  matte (:class:`Latest`), so a slow model lowers the matte rate, not the output rate.
+  That matte, made from an earlier frame, is moved onto the frame along the optical flow
+  (:mod:`vbg.propagation`) unless ``propagate`` is off; ``hold`` lets a frame wait a
+  bounded time for its own matte. A full buffer drops its oldest frame and counts it.
 * **Lossless** (a file into a file or into nothing): every buffer blocks, every
   frame gets its own matte, and every input frame yields exactly one output
   frame, in order.
@@ -196,7 +197,8 @@ class Pipeline:
         # Live: only the newest inferred matte is worth finishing; an older one waiting would add its age.
         self._inferred: RingBuffer[Packet] = RingBuffer(1 if self.live else capacity, policy)
         # smooth → composite (lossless; live: every frame with its own matte, one waiting at most)
-        self._smoothed: RingBuffer[Packet] = RingBuffer(1, "block") if self._every_frame else RingBuffer(capacity, policy)
+        self._smoothed: RingBuffer[Packet] = (RingBuffer(1, "block") if self._every_frame
+                                              else RingBuffer(capacity, policy))
         self._composited: RingBuffer[Packet] = RingBuffer(capacity, policy)
         self._latest_matte: Latest[Packet] = Latest()  # live: the packet of the newest finished matte
         self._buffers = [self._frames, self._to_infer, self._inferred, self._smoothed, self._composited]

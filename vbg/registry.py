@@ -535,7 +535,9 @@ def pull(spec: ModelSpec, force: bool = False) -> Path:
     """Download (or, for a derived model, make), verify and cache ``spec``'s weights; return their path
     (a hybrid's parts: the detail model's path)."""
     if spec.hybrid:
-        return [pull(part, force) for part in hybrid_parts(spec)][-1]
+        fast, detail = hybrid_parts(spec)
+        pull(fast, force)
+        return pull(detail, force)
     target = model_path(spec)
     stale = stale_reason(spec) if target.is_file() else ""
     if stale and not force:
@@ -556,7 +558,9 @@ def ensure_model(spec: ModelSpec) -> Path:
     """The verified path of ``spec``'s weights, pulling (or making) them first if they are not there yet
     (a hybrid's parts: the detail model's path)."""
     if spec.hybrid:
-        return [ensure_model(part) for part in hybrid_parts(spec)][-1]
+        fast, detail = hybrid_parts(spec)
+        ensure_model(fast)
+        return ensure_model(detail)
     path = model_path(spec)
     if not path.exists() or not spec.sha256:
         if spec.path and not spec.derived:

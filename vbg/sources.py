@@ -201,8 +201,8 @@ class ImagesSource(_FileSource):
         self._position = 0
         first = read_image(paths[0])
         self.size = (first.shape[1], first.shape[0])
-        self._cache: np.ndarray | None = first if len(paths) == 1 else None
-        self._decoded = [first, *map(read_image, paths[1:])] if preload else None
+        # Frames kept decoded: a still image (delivered again and again) or every frame when preloaded.
+        self._decoded = [first, *map(read_image, paths[1:])] if (preload or len(paths) == 1) else None
 
     def _next_frame(self) -> np.ndarray | None:
         if self._position >= len(self._paths):
@@ -210,8 +210,7 @@ class ImagesSource(_FileSource):
         self._position += 1
         if self._decoded is not None:
             return self._decoded[self._position - 1].copy()
-        return (self._cache.copy() if self._cache is not None
-                else read_image(self._paths[self._position - 1]))
+        return read_image(self._paths[self._position - 1])
 
     def _rewind(self) -> bool:
         self._position = 0
