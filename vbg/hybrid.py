@@ -11,7 +11,8 @@ its edges are coarse. The hybrid runs both:
   frame along the optical flow (:mod:`vbg.propagation`);
 * :func:`fuse`: the moved detail matte, except where the fast model's own matte changed
   since the detail model's frame more than the flow explains (an arm swung where the flow
-  could not follow it): there the fast model's matte of this frame is taken.
+  could not follow it) and is sure of itself now: there the fast model's matte of this
+  frame is taken.
 
 Offline (every frame gets its own matte) the detail matte is never stale, so it is used
 as it is: `vbg eval` of the hybrid is the detail model's own score. Which models form a
@@ -42,6 +43,10 @@ log = logging.getLogger(__name__)
 FRAME = "frame"  # the one "tensor" a hybrid is fed: the BGR frame at the matte's size
 AGREE = 0.3  # |detail - fast| up to this: the fast model's coarse edge, the detail matte is kept
 DISAGREE = 0.6  # from this on: the detail matte is stale there, the fast model's matte is taken
+# How sure the fast model must be of this frame's matte (|2 alpha - 1|) before its change counts:
+# its confidence in a still body wavers between frames (0.96 → 0.28 on a white suit), which is no motion.
+UNSURE = 0.5  # from 0.25 to 0.75 alpha: its change is ignored
+SURE = 0.9  # below 0.05 or above 0.95: its change counts in full
 # The detail thread computes at most this share of the time and rests the rest: on 2 cores it
 # otherwise slows the per-frame work enough to drop frames (bench: 28.4 → 29.3 fps out at 0.5,
 # with live MAD 12.65 → 12.43, as fresher frames outweigh a slightly older detail matte).
@@ -49,16 +54,21 @@ DETAIL_DUTY = 0.5
 DETAIL_NICE = 10  # where SCHED_IDLE is refused: the detail thread yields the CPU by its nice value
 
 
-def fuse(detail: np.ndarray, fast: np.ndarray, fast_then: np.ndarray, agree: float = AGREE,
-         disagree: float = DISAGREE) -> np.ndarray:
+def _ramp(value: np.ndarray, low: float, high: float) -> np.ndarray:
+    """0 up to ``low``, 1 from ``high`` on, linear between."""
+    return np.clip((value - low) * (1.0 / (high - low)), 0.0, 1.0)
+
+
+def fuse(detail: np.ndarray, fast: np.ndarray, fast_then: np.ndarray) -> np.ndarray:
     """``detail`` (the detail model's matte, moved onto this frame) except where the fast model's
     matte changed since the detail model's frame (``fast_then``, moved the same way) by more than
-    the flow explains: there the person moved in a way the flow missed, and ``fast`` (this frame's)
-    is taken, with a ramp between ``agree`` and ``disagree``. Where the two models merely disagree
-    about a still scene, the detail model is trusted (the fast model is the coarser one).
-    All float32 in [0, 1], one shape."""
-    change = cv2.absdiff(fast, fast_then)
-    weight = np.clip((change - agree) * (1.0 / (disagree - agree)), 0.0, 1.0)
+    the flow explains and the fast model is sure of this frame: there the person moved in a way
+    the flow missed, and ``fast`` (this frame's) is taken, with ramps between :data:`AGREE` and
+    :data:`DISAGREE` (change) and :data:`UNSURE` and :data:`SURE` (confidence). Where the two
+    models merely disagree about a still scene, or the fast model's confidence wavers, the detail
+    model is trusted (the fast model is the coarser one). All float32 in [0, 1], one shape."""
+    confidence = np.abs(fast - 0.5) * 2.0
+    weight = _ramp(cv2.absdiff(fast, fast_then), AGREE, DISAGREE) * _ramp(confidence, UNSURE, SURE)
     return detail + weight * (fast - detail)
 
 
