@@ -12,8 +12,8 @@ a poor estimate can never add colour that was not in the frame. The composite is
 Light wrap (optional) lets a little of the new background's light spill over the
 person's edge, as it would if they really stood in front of it.
 
-Only the edge band (a few percent of the pixels) needs either; the rest is one
-uint8 blend. The estimate is made once per matte, at a quarter of the frame size.
+Only the edge band (a few percent of the pixels) needs either; with unmixing the band holds
+every mixed pixel, and the rest is copied from the frame or the new background. The estimate is made once per matte, at a quarter of the frame size.
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ class Edges:
             reach = alpha * np.clip(2.0 * cv2.resize(outside, (w, h), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
             band |= reach > 1.0 / 255.0
         self.index = np.flatnonzero(band)  # pixels, into a frame viewed as N x 3
+        # Outside the band (unmixing: alpha within EDGE of 0 or 1) the person is where this mask is set.
+        self.opaque = (alpha >= 0.5).view(np.uint8) if unmix else None
         self.channels = (self.index[:, None] * 3 + np.arange(3)).reshape(-1)  # their values, into the flat frame
         self.alpha = alpha.reshape(-1)[self.index][:, None]
         self.uncovered = 1.0 - self.alpha  # the old (and new) background's share of each edge pixel
@@ -132,11 +134,15 @@ class Compositor:
                  edges: Edges | None = None) -> np.ndarray:
         """The composite of ``frame`` (BGR uint8) over ``background`` through ``alpha``;
         ``edges``: from :meth:`edges` for this matte, if already made."""
-        out = cv2.blendLinear(frame, background, alpha, 1.0 - alpha)  # frame·α + background·(1−α), uint8
         wrap = self.light_wrap > 0.0
-        if not (self.unmix or wrap):
-            return out
+        if not self.unmix:  # the edge band (if any) is only the light wrap's: blend every pixel
+            out = cv2.blendLinear(frame, background, alpha, 1.0 - alpha)  # frame·α + background·(1−α), uint8
+            if not wrap:
+                return out
         edges = self._edges_of(alpha, frame, self.unmix, wrap, edges)
+        if self.unmix:  # every mixed pixel is in the band, made below: outside it a copy is exact to 1 %
+            out = background.copy()
+            cv2.copyTo(frame, edges.opaque, out)  # a tenth of the blend's time at 720p
         if edges.index.size == 0:
             return out
         result = _person(edges, _gather(frame, edges)) + edges.uncovered * _gather(background, edges)
