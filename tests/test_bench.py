@@ -11,7 +11,7 @@ import pytest
 from vbg import Settings
 from vbg.backgrounds import color_background
 from vbg.cli import main
-from vbg.pipeline import Pipeline
+from vbg.pipeline import Pipeline, RunStats
 from vbg.registry import get_spec
 from vbg.session import MattingSession
 from vbg.sources import SyntheticSource
@@ -41,7 +41,22 @@ def test_paced_bench_reports_every_key_and_consistent_counts(capsys):
     assert stages["inference"]["count"] == result["mattes"] <= result["frames_captured"]
     assert result["dropped"] <= result["frames_captured"] - result["frames"]
     assert 0 < result["latency_p50_ms"] <= result["latency_p95_ms"]
+    assert result["startup_latency_max_ms"] > 0  # 24 frames take under a second: all start-up
     assert result["fps"] <= 31  # paced at 30 fps: never faster than the source
+
+
+def test_latency_percentiles_leave_out_the_start_which_is_reported_apart():
+    """The first frames wait for the first matte (the hybrid's is MODNet's own): a 10 s bench's p95
+    would be theirs, not the call's; a run too short for a steady state keeps its own figures."""
+    stats = RunStats()
+    for index, latency in enumerate([250.0, 110.0, 80.0, 60.0] + [30.0] * 96):
+        stats.add_latency(latency, since_start_s=0.3 + index / 30)
+    assert stats.latency_ms(95) == 30.0 and stats.startup_latency_ms == 250.0
+    assert len(stats.startup_latencies_ms) == 21  # out before 1 s: from 0.3 s, at 30 fps
+    short = RunStats()
+    for index, latency in enumerate([250.0, 110.0, 30.0]):
+        short.add_latency(latency, since_start_s=0.3 + index / 30)
+    assert short.latency_ms(50) == 110.0 and short.startup_latency_ms == 250.0
 
 
 def test_unpaced_bench_mattes_every_frame_and_drops_none(capsys):

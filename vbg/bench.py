@@ -34,6 +34,7 @@ def report(stats: RunStats) -> dict[str, Any]:
         "matte_fps": stats.matte_fps,
         "latency_p50_ms": stats.latency_ms(50),
         "latency_p95_ms": stats.latency_ms(95),
+        "startup_latency_max_ms": stats.startup_latency_ms,
         "matte_age_p50_ms": stats.matte_age_ms(50),
         "matte_age_p95_ms": stats.matte_age_ms(95),
         "cpu_percent": stats.cpu_percent,

@@ -184,7 +184,8 @@ def _bench(argv: Sequence[str]) -> int:
           f"provider {stats.provider}")
     print(f"output {result['fps']:.1f} fps, matte {result['matte_fps']:.1f} updates/s, matte age p50 "
           f"{result['matte_age_p50_ms']:.0f} ms p95 {result['matte_age_p95_ms']:.0f} ms, "
-          f"latency p50 {result['latency_p50_ms']:.0f} ms p95 {result['latency_p95_ms']:.0f} ms, "
+          f"latency p50 {result['latency_p50_ms']:.0f} ms p95 {result['latency_p95_ms']:.0f} ms "
+          f"(start-up: up to {result['startup_latency_max_ms']:.0f} ms in the first second), "
           f"CPU {result['cpu_percent']:.0f}% (100 = one core), dropped {result['dropped']}, "
           f"RSS {result['rss_mb_start']:.0f} MB at start, {result['rss_mb_warm']:.0f} MB warm, "
           f"{result['rss_mb_end']:.0f} MB at the end")

@@ -66,6 +66,9 @@ IDLE_POLL_S = 0.2
 LIVE_SETTINGS = frozenset({"mode", "background", "blur", "color", "mirror", "smoothing", "unmix", "light_wrap"})
 REPEAT_AFTER_S = 0.25  # live output with no new frame for this long repeats the last one
 WARM_FRAMES = 150  # memory is compared from this frame on: allocations before it are warm-up
+# Frames out within this long of the start wait for the model's first matte (the hybrid's first is
+# MODNet's own, ~250 ms on 2 cores) and catch up after it: their latency is reported apart.
+STARTUP_S = 1.0
 
 
 @dataclass
@@ -105,7 +108,8 @@ class RunStats:
     rss_mb_start: float = 0.0
     rss_mb_warm: float = 0.0  # after WARM_FRAMES output frames: buffers and arenas allocated
     rss_mb_end: float = 0.0
-    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=3_000))  # the last ~100 s
+    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=3_000))  # the last ~100 s, after start-up
+    startup_latencies_ms: list[float] = field(default_factory=list)  # frames out in the first STARTUP_S
     # Per output frame: its capture time minus that of the frame its matte was computed from.
     matte_ages_ms: deque = field(default_factory=lambda: deque(maxlen=3_000))
     output_times: deque = field(default_factory=lambda: deque(maxlen=31))
@@ -132,8 +136,19 @@ class RunStats:
         """CPU use as `top` shows it: 100 is one core fully busy."""
         return 100.0 * self.cpu_s / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
+    def add_latency(self, latency_ms: float, since_start_s: float) -> None:
+        """One output frame's latency, ``since_start_s`` after the run started."""
+        (self.startup_latencies_ms if since_start_s < STARTUP_S else self.latencies_ms).append(latency_ms)
+
     def latency_ms(self, percentile: float) -> float:
-        return float(np.percentile(self.latencies_ms, percentile)) if self.latencies_ms else 0.0
+        """Of the frames after start-up (a run shorter than that: of all its frames)."""
+        latencies = self.latencies_ms or self.startup_latencies_ms
+        return float(np.percentile(latencies, percentile)) if latencies else 0.0
+
+    @property
+    def startup_latency_ms(self) -> float:
+        """The longest latency in the first :data:`STARTUP_S` (0 when no frame came out then)."""
+        return max(self.startup_latencies_ms, default=0.0)
 
     def matte_age_ms(self, percentile: float) -> float:
         return float(np.percentile(self.matte_ages_ms, percentile)) if self.matte_ages_ms else 0.0
@@ -181,6 +196,7 @@ class Pipeline:
                               fps=settings.fps or source.fps, live=self.live,
                               provider=session.provider if session else RunStats.provider)
         self._stop = threading.Event()
+        self._started = time.perf_counter()  # reset when run() starts the threads
         self._errors: list[BaseException] = []
         self.clock = StageClock()
         if session is not None:
@@ -350,7 +366,8 @@ class Pipeline:
             self.stats.output_times.append(time.perf_counter())
             if self.stats.frames_out == WARM_FRAMES:
                 self.stats.rss_mb_warm = rss_mb()
-            self.stats.latencies_ms.append((time.perf_counter() - packet.captured_at) * 1e3)
+            now = time.perf_counter()
+            self.stats.add_latency((now - packet.captured_at) * 1e3, now - self._started)
             if packet.matte_captured_at is not None:
                 self.stats.matte_ages_ms.append((packet.captured_at - packet.matte_captured_at) * 1e3)
 
@@ -477,6 +494,7 @@ class Pipeline:
                    for name, work, outbox in workers]
         self.stats.rss_mb_start = rss_mb()
         started, cpu_started = time.perf_counter(), time.process_time()
+        self._started = started
         for thread in threads:
             thread.start()
         try:
