@@ -13,7 +13,8 @@ Light wrap (optional) lets a little of the new background's light spill over the
 person's edge, as it would if they really stood in front of it.
 
 Only the edge band (a few percent of the pixels) needs either; with unmixing the band holds
-every mixed pixel, and the rest is copied from the frame or the new background. The estimate is made once per matte, at a quarter of the frame size.
+every mixed pixel, and the rest is copied from the frame or the new background. The estimate
+is made once per matte, at a quarter of the frame size.
 """
 
 from __future__ import annotations
