@@ -296,7 +296,8 @@ def _eval(argv: Sequence[str]) -> int:
                         help="guided upsampling of the matte (default on; --no-refine: plain bilinear)")
     parser.add_argument("--live", action="store_true",
                         help="play each clip at its frame rate through the live pipeline (each frame's "
-                        "own matte or the newest one, drops as in a call) and score the alpha composited on each output frame")
+                        "own matte or the newest one, drops as in a call) and score the alpha composited "
+                        "on each output frame")
     parser.add_argument("--propagate", action=argparse.BooleanOptionalAction, default=Settings.propagate,
                         help="with --live: carry the newest matte to each frame along the optical flow "
                         f"(default {'on' if Settings.propagate else 'off'})")

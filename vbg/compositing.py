@@ -136,14 +136,14 @@ class Compositor:
         """The composite of ``frame`` (BGR uint8) over ``background`` through ``alpha``;
         ``edges``: from :meth:`edges` for this matte, if already made."""
         wrap = self.light_wrap > 0.0
-        if not self.unmix:  # the edge band (if any) is only the light wrap's: blend every pixel
-            out = cv2.blendLinear(frame, background, alpha, 1.0 - alpha)  # frame·α + background·(1−α), uint8
-            if not wrap:
-                return out
+        if not (self.unmix or wrap):
+            return cv2.blendLinear(frame, background, alpha, 1.0 - alpha)  # frame·α + background·(1−α), uint8
         edges = self._edges_of(alpha, frame, self.unmix, wrap, edges)
         if self.unmix:  # every mixed pixel is in the band, made below: outside it a copy is exact to 1 %
             out = background.copy()
             cv2.copyTo(frame, edges.opaque, out)  # a tenth of the blend's time at 720p
+        else:  # the band is only the light wrap's: every pixel blended first
+            out = cv2.blendLinear(frame, background, alpha, 1.0 - alpha)
         if edges.index.size == 0:
             return out
         result = _person(edges, _gather(frame, edges)) + edges.uncovered * _gather(background, edges)

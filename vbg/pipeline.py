@@ -493,8 +493,8 @@ class Pipeline:
         threads = [threading.Thread(target=self._guarded(work, outbox), name=name, daemon=True)
                    for name, work, outbox in workers]
         self.stats.rss_mb_start = rss_mb()
-        started, cpu_started = time.perf_counter(), time.process_time()
-        self._started = started
+        self._started = started = time.perf_counter()
+        cpu_started = time.process_time()
         for thread in threads:
             thread.start()
         try:
