@@ -40,7 +40,8 @@ from vbg.timing import StageClock
 
 log = logging.getLogger(__name__)
 
-FRAME = "frame"  # the one "tensor" a hybrid is fed: the BGR frame at the matte's size
+FRAME = "frame"  # the "tensors" a hybrid is fed: the BGR frame at the matte's size
+SOURCE = "source"  # and live, the frame it was shrunk from, which the detail model shrinks to its own size
 AGREE = 0.3  # |detail - fast| up to this: the fast model's coarse edge, the detail matte is kept
 DISAGREE = 0.6  # from this on: the detail matte is stale there, the fast model's matte is taken
 # How sure the fast model must be of this frame's matte (|2 alpha - 1|) before its change counts:
@@ -119,7 +120,8 @@ class HybridSession:
         self._lock = threading.Condition()
         # The detail model's newest matte, the fast model's of the same frame, and that frame's flow grey:
         self._newest: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._pending: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # the next frame for it (same)
+        # The next frame for it (as given to prepare), the fast model's matte of it and its flow grey:
+        self._pending: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._generation = 0  # bumped by reset: a detail matte of an earlier scene is dropped
         self._worker: threading.Thread | None = None
         self._closed = False
@@ -131,11 +133,18 @@ class HybridSession:
         self._clock = clock or StageClock()
 
     def input_shape(self, frame_hw: tuple[int, int]) -> tuple[int, int]:
-        return self.detail.input_shape(frame_hw)
+        """Live the fast model's (the frame is shrunk once, to the size every per-frame step works
+        at), else the detail model's."""
+        return (self.fast if self._live else self.detail).input_shape(frame_hw)
 
-    def prepare(self, frame_bgr: np.ndarray) -> dict[str, np.ndarray]:
+    def prepare(self, frame_bgr: np.ndarray, source: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """``source``: the frame ``frame_bgr`` was shrunk from (live, the detail model's input is made
+        from it on the detail model's thread)."""
+        if not self._live:
+            return {FRAME: frame_bgr}  # the detail model brings it to its own size
         h, w = self.input_shape(frame_bgr.shape[:2])
-        return {FRAME: frame_bgr if (h, w) == frame_bgr.shape[:2] else cv2.resize(frame_bgr, (w, h))}
+        small = frame_bgr if (h, w) == frame_bgr.shape[:2] else shrink(frame_bgr, (w, h))
+        return {FRAME: small, SOURCE: frame_bgr if source is None else source}
 
     def infer(self, frame_bgr: np.ndarray) -> np.ndarray:
         return self.run(self.prepare(frame_bgr))
@@ -147,20 +156,20 @@ class HybridSession:
         small = feeds[FRAME]
         if not self._live:
             return self.detail.infer(small)
-        h, w = self.fast.input_shape(small.shape[:2])
-        tiny = shrink(small, (w, h))
-        fast = self.fast.infer(tiny)
-        grey = flow_grey(tiny, (h, w))
+        source = feeds[SOURCE]
+        h, w = small.shape[:2]
+        fast = self.fast.infer(small)
+        grey = flow_grey(small, (h, w))
         with self._lock:
             newest = self._newest
         if newest is None:  # a new call or scene: its first matte is the detail model's own
-            detail = shrink(self.detail.infer(small), (w, h))
+            detail = shrink(self.detail.infer(source), (w, h))
             with self._lock:
                 self._newest = (detail, fast, grey)
             return detail
-        self._submit((small, fast, grey))
+        self._submit((source, fast, grey))
         detail, fast_then, detail_grey = newest
-        moved = self._propagator(cv2.merge([detail, fast_then]), detail_grey, tiny)  # one flow, both mattes
+        moved = self._propagator(cv2.merge([detail, fast_then]), detail_grey, small)  # one flow, both mattes
         return fuse(moved[..., 0], fast, moved[..., 1])
 
     def reset(self) -> None:
@@ -199,10 +208,10 @@ class HybridSession:
                 self._lock.wait_for(lambda: self._pending is not None or self._closed)
                 if self._closed:
                     return
-                (small, fast, grey), self._pending = self._pending, None
+                (source, fast, grey), self._pending = self._pending, None
                 generation = self._generation
             started = time.perf_counter()
-            alpha = shrink(self.detail.infer(small), fast.shape[::-1])
+            alpha = shrink(self.detail.infer(source), fast.shape[::-1])
             took = time.perf_counter() - started
             self._clock.record("detail", took)
             with self._lock:

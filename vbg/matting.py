@@ -54,7 +54,7 @@ class Matter:
                 self.scene_cuts += 1
                 self.smoother.reset()
                 self.session.reset()
-            feeds = self.session.prepare(small)  # the model's own size: prepare resizes nothing more
+            feeds = self.session.prepare(small, frame)  # the model's own size: prepare resizes nothing more
         with self.clock.time("inference"):
             return self.session.run(feeds), small
 

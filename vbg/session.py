@@ -65,7 +65,7 @@ class Session(Protocol):
     matte_size: int  # short side of the matte it makes
 
     def input_shape(self, frame_hw: tuple[int, int]) -> tuple[int, int]: ...
-    def prepare(self, frame_bgr: np.ndarray) -> dict[str, np.ndarray]: ...
+    def prepare(self, frame_bgr: np.ndarray, source: np.ndarray | None = None) -> dict[str, np.ndarray]: ...
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray: ...
     def infer(self, frame_bgr: np.ndarray) -> np.ndarray: ...
     def reset(self) -> None: ...
@@ -177,8 +177,9 @@ class MattingSession:
         chw = image.transpose(2, 0, 1).astype(np.float32)
         return (chw * self._scale - self._offset)[None]
 
-    def prepare(self, frame_bgr: np.ndarray) -> dict[str, np.ndarray]:
-        """The model's input tensors for one BGR uint8 frame (resize, normalise, state)."""
+    def prepare(self, frame_bgr: np.ndarray, source: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The model's input tensors for one BGR uint8 frame (resize, normalise, state). ``source``,
+        the frame ``frame_bgr`` was shrunk from, is for sessions that also need more pixels: not this one."""
         feeds = {self.spec.input_name: self._tensor(frame_bgr)}
         if "downsample_ratio" in self.spec.extra_inputs:
             ratio = min(1.0, self.matte_size / min(frame_bgr.shape[:2]))
