@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from vbg.compositing import Compositor
+from vbg.imaging import shrink
 
 HEIGHT, WIDTH = 120, 200
 SKIN = np.array([90, 140, 220], np.float32)  # BGR
@@ -31,12 +32,18 @@ def truth(alpha: np.ndarray) -> np.ndarray:
     return SKIN * a + NEW_BEACH * (1 - a)
 
 
-def test_unmixing_removes_the_old_background_from_soft_edges():
+@pytest.mark.parametrize("reduced_by", [None, 5], ids=["estimated from the frame", "from the matte-size copy"])
+def test_unmixing_removes_the_old_background_from_soft_edges(reduced_by):
     alpha = soft_person()
     frame, beach = camera_frame(alpha), filled(NEW_BEACH)
     mixed = (alpha > 0.01) & (alpha < 0.99)
     naive = Compositor(unmix=False)(frame, alpha, beach).astype(np.float32)
-    clean = Compositor(unmix=True)(frame, alpha, beach).astype(np.float32)
+    compositor = Compositor(unmix=True)
+    reduced = None
+    if reduced_by:  # what the live matte path hands over: the frame and its matte at the matte's size
+        size = (WIDTH // reduced_by, HEIGHT // reduced_by)
+        reduced = (shrink(frame, size), shrink(alpha, size))
+    clean = compositor(frame, alpha, beach, compositor.edges(alpha, frame, reduced=reduced)).astype(np.float32)
     naive_error = np.abs(naive - truth(alpha))[mixed].mean()
     clean_error = np.abs(clean - truth(alpha))[mixed].mean()
     assert naive_error > 10  # a visible green halo in the naive paste

@@ -24,7 +24,10 @@ class Background(Protocol):
     name: str
     needs_matte: bool
 
-    def render(self, frame: np.ndarray) -> np.ndarray: ...
+    def render(self, frame: np.ndarray, small: np.ndarray | None = None) -> np.ndarray:
+        """The background for ``frame``; ``small``: the frame already shrunk (the matte's size),
+        where the caller has it, for a background made from the frame at a reduced size."""
+        ...
 
     def close(self) -> None: ...
 
@@ -38,7 +41,7 @@ class _Static:
         self.name = name
         self._image = image
 
-    def render(self, frame: np.ndarray) -> np.ndarray:
+    def render(self, frame: np.ndarray, small: np.ndarray | None = None) -> np.ndarray:
         return self._image
 
     def close(self) -> None:
@@ -71,7 +74,7 @@ class VideoBackground:
         self._last: np.ndarray | None = None
         self._lock = threading.Lock()
 
-    def render(self, frame: np.ndarray) -> np.ndarray:
+    def render(self, frame: np.ndarray, small: np.ndarray | None = None) -> np.ndarray:
         with self._lock:
             image = self._video.read() if self._video is not None else None
             if image is not None:
@@ -97,11 +100,14 @@ class BlurBackground:
         self._sigma = float(strength)
         self._shrink = max(1, int(self._sigma // 3))  # sigma on the small image stays near 3
 
-    def render(self, frame: np.ndarray) -> np.ndarray:
+    def render(self, frame: np.ndarray, small: np.ndarray | None = None) -> np.ndarray:
+        """Shrunk from ``small`` where that is at least the size the blur is made at (the hybrid's
+        256x144 is for a 720p frame and strength 15), else from ``frame``."""
         h, w = frame.shape[:2]
-        small = shrink(frame, (max(1, w // self._shrink), max(1, h // self._shrink)))
-        small = cv2.GaussianBlur(small, (0, 0), self._sigma * small.shape[1] / w)
-        return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+        size = (max(1, w // self._shrink), max(1, h // self._shrink))
+        start = frame if small is None or small.shape[1] < size[0] or small.shape[0] < size[1] else small
+        blurred = cv2.GaussianBlur(shrink(start, size), (0, 0), self._sigma * size[0] / w)
+        return cv2.resize(blurred, (w, h), interpolation=cv2.INTER_LINEAR)
 
     def close(self) -> None:
         pass
@@ -113,7 +119,7 @@ class Passthrough:
     needs_matte = False
     name = "passthrough"
 
-    def render(self, frame: np.ndarray) -> np.ndarray:
+    def render(self, frame: np.ndarray, small: np.ndarray | None = None) -> np.ndarray:
         return frame
 
     def close(self) -> None:

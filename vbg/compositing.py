@@ -14,7 +14,8 @@ person's edge, as it would if they really stood in front of it.
 
 Only the edge band (a few percent of the pixels) needs either; with unmixing the band holds
 every mixed pixel, and the rest is copied from the frame or the new background. The estimate
-is made once per matte, at a quarter of the frame size.
+is made once per matte, at a quarter of the frame size or less (from the frame at the
+matte's size, where the matte path has it).
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from vbg.imaging import shrink
+from vbg.imaging import shrink, shrink_to_width
 
 EDGE = 0.01  # alpha above this and below 1 - EDGE is a mixed pixel
-ESTIMATE_SCALE = 4  # the old background is estimated at 1/4 of the frame's size
-ESTIMATE_RADIUS = 8  # px at that size (32 px in a 720p frame): reaches from the edge into plain background
+ESTIMATE_SCALE = 4  # the old background is estimated at (at most) 1/4 of the frame's size
+ESTIMATE_REACH = 32  # frame px: from the edge into plain background
 PLAIN = 0.02  # alpha below this (at that size) is plain background
 WRAP_SIGMA = 0.01  # light wrap reach and background blur, as a fraction of the frame width
 
@@ -38,7 +39,8 @@ class Edges:
     def __init__(self, alpha: np.ndarray, frame: np.ndarray, unmix: bool, wrap: bool,
                  estimate: np.ndarray | None = None) -> None:
         """``estimate``: the old background's :func:`background_estimate` where the caller has one
-        (a matte moved onto a later frame keeps its own: the room behind hardly changes)."""
+        (made from the frame and matte at the matte's size, or kept by a matte moved onto a later
+        frame: the room behind hardly changes)."""
         self.matte = alpha
         self.settings = (unmix, wrap)
         h, w = alpha.shape
@@ -66,16 +68,18 @@ class Edges:
             self.old_share = self.uncovered * _old_background(self.estimate, alpha.shape, self.index)
 
 
-def background_estimate(frame: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+def background_estimate(frame: np.ndarray, alpha: np.ndarray, frame_width: int | None = None) -> np.ndarray:
     """The colour the background behind each pixel probably has, float32 BGR at 1/ESTIMATE_SCALE
-    of the frame's size: a local average of the frame weighted by how much background each
-    pixel shows. Where no background is near, it falls back to the frame's own colour (no
-    correction). Smooth enough at that size to be read back at the nearest pixel."""
-    h, w = alpha.shape
-    small_size = (max(1, w // ESTIMATE_SCALE), max(1, h // ESTIMATE_SCALE))
-    image = shrink(frame, small_size).astype(np.float32)
-    weight = (shrink(alpha, small_size) < PLAIN).astype(np.float32)  # pixels that show plain background
-    size = (2 * ESTIMATE_RADIUS + 1, 2 * ESTIMATE_RADIUS + 1)
+    of the frame's size or less: a local average of ``frame`` weighted by how much background
+    each pixel shows by ``alpha``. Both are of one size: the frame's, or a reduced one (the
+    matte's, which spares shrinking the frame) with ``frame_width`` the frame's own width. Where
+    no background is near, it falls back to the frame's own colour (no correction). Smooth
+    enough at that size to be read back at the nearest pixel."""
+    frame_width = frame_width or frame.shape[1]
+    image = shrink_to_width(frame, max(1, frame_width // ESTIMATE_SCALE)).astype(np.float32)
+    weight = (shrink(alpha, image.shape[1::-1]) < PLAIN).astype(np.float32)  # pixels that show plain background
+    radius = max(1, round(ESTIMATE_REACH * image.shape[1] / frame_width))
+    size = (2 * radius + 1, 2 * radius + 1)
     weighted_sum = cv2.blur(image * weight[..., None], size)
     weight_sum = cv2.blur(weight, size)[..., None]
     fallback = 1e-3
@@ -123,13 +127,22 @@ class Compositor:
         self._wrap_source: np.ndarray | None = None
         self._wrap_light: np.ndarray | None = None
 
-    def edges(self, alpha: np.ndarray, frame: np.ndarray, like: Edges | None = None) -> Edges | None:
+    def edges(self, alpha: np.ndarray, frame: np.ndarray, like: Edges | None = None,
+              reduced: tuple[np.ndarray, np.ndarray] | None = None) -> Edges | None:
         """The per-matte work for the current settings (None: nothing to do). It keeps no
         state, so the matte's thread can do it and spare the compositing thread. ``like``:
-        the edges of the matte ``alpha`` was moved from; its background estimate is reused."""
+        the edges of the matte ``alpha`` was moved from; its background estimate is reused.
+        ``reduced``: the frame and its matte at a reduced size (the matte's own), where the caller
+        has them: the background is estimated from them instead of shrinking the full frame."""
         wrap = self.light_wrap > 0.0
-        estimate = like.estimate if like is not None else None
-        return Edges(alpha, frame, self.unmix, wrap, estimate) if (self.unmix or wrap) else None
+        if not (self.unmix or wrap):
+            return None
+        estimate = None
+        if like is not None:
+            estimate = like.estimate
+        elif reduced is not None and self.unmix:
+            estimate = background_estimate(*reduced, frame_width=frame.shape[1])
+        return Edges(alpha, frame, self.unmix, wrap, estimate)
 
     def __call__(self, frame: np.ndarray, alpha: np.ndarray, background: np.ndarray,
                  edges: Edges | None = None) -> np.ndarray:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from vbg.imaging import shrink
+from vbg.imaging import shrink, size_within
 
 FLOW_MAX_WIDTH = 512  # mattes at frame size (RVM) and full-resolution mattes get their flow at a reduced size
 FLOW_MIN_SIDE = 16  # DIS needs a few patches' worth of image; smaller images get no flow
@@ -19,10 +19,7 @@ FLOW_MIN_SIDE = 16  # DIS needs a few patches' worth of image; smaller images ge
 
 def flow_size(shape: tuple[int, int], max_width: int = FLOW_MAX_WIDTH) -> tuple[int, int]:
     """(width, height) at which to find the flow for an image of ``shape``: its own, at most ``max_width`` wide."""
-    h, w = shape
-    if w <= max_width:
-        return w, h
-    return max_width, max(1, round(h * max_width / w))
+    return size_within(shape, max_width)
 
 
 def flow_grey(frame: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

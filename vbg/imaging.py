@@ -34,6 +34,20 @@ def shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
 
 
+def size_within(shape: tuple[int, int], max_width: int) -> tuple[int, int]:
+    """(width, height) of an image of ``shape`` (height, width) brought to at most ``max_width``
+    wide, aspect kept (its own size if narrower)."""
+    h, w = shape[:2]
+    if w <= max_width:
+        return w, h
+    return max_width, max(1, round(h * max_width / w))
+
+
+def shrink_to_width(image: np.ndarray, max_width: int) -> np.ndarray:
+    """``image`` shrunk (:func:`shrink`) to at most ``max_width`` wide, aspect kept; as it is if narrower."""
+    return shrink(image, size_within(image.shape, max_width))
+
+
 def to_bgr(image: np.ndarray) -> np.ndarray:
     """Any image OpenCV reads (gray, BGR, BGRA; 8 or 16 bit) as BGR uint8."""
     if image.dtype != np.uint8:

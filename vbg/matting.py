@@ -35,6 +35,9 @@ class Matter:
         self.clock = clock or StageClock()
         self.scene_cuts = 0
         self.grey: np.ndarray | None = None  # the last finished frame, grey at the flow's size (for propagation)
+        # The last finished frame and its smoothed matte at the matte's size, for work that is done
+        # at a reduced size anyway (the compositor's background estimate, a blurred background):
+        self.reduced: tuple[np.ndarray, np.ndarray] | None = None
         self._thumbnail: np.ndarray | None = None
 
     def _scene_cut(self, frame: np.ndarray) -> bool:
@@ -67,6 +70,7 @@ class Matter:
                 small = shrink(small if larger else frame, alpha.shape[::-1])
             self.grey = flow_grey(small, alpha.shape)
             alpha = self.smoother(alpha, small, self.grey)
+            self.reduced = (small, alpha)
         with self.clock.time("refinement"):
             h, w = frame.shape[:2]
             if alpha.shape == (h, w):

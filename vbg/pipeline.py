@@ -81,6 +81,7 @@ class Packet:
     alpha: np.ndarray | None = None  # model resolution after infer, frame resolution after smooth
     small: np.ndarray | None = None  # the frame at the model's input size, from infer to smooth
     grey: np.ndarray | None = None  # the frame, grey at the flow's size, once its matte is finished
+    reduced: tuple[np.ndarray, np.ndarray] | None = None  # the frame and its finished matte at the matte's size
     edges: Edges | None = None  # the compositor's per-matte work, done on the matte's thread
     matte_index: int | None = None  # the frame the composited matte was computed from
     matte_captured_at: float | None = None  # and when that frame was captured
@@ -281,7 +282,7 @@ class Pipeline:
 
     def _finish(self, packet: Packet) -> Packet:
         packet.alpha = self._matter.finish(packet.alpha, packet.frame, packet.small)
-        packet.small, packet.grey = None, self._matter.grey
+        packet.small, packet.grey, packet.reduced = None, self._matter.grey, self._matter.reduced
         packet.matte_index, packet.matte_captured_at = packet.index, packet.captured_at
         return packet
 
@@ -289,7 +290,7 @@ class Pipeline:
         """The matte finished, with the compositor's per-matte work done here, off its thread."""
         packet = self._finish(packet)
         with self.clock.time("edges"):
-            packet.edges = self._compositor.edges(packet.alpha, packet.frame)
+            packet.edges = self._compositor.edges(packet.alpha, packet.frame, reduced=packet.reduced)
         if self.live:
             self._latest_matte.publish(packet)
         return packet
@@ -322,7 +323,7 @@ class Pipeline:
             return packet
         if self._every_frame:
             with self.clock.time("edges"):
-                packet.edges = self._compositor.edges(packet.alpha, packet.frame)
+                packet.edges = self._compositor.edges(packet.alpha, packet.frame, reduced=packet.reduced)
         elif self.live:
             matte = self._matte_for(packet)
             if matte is None:  # stopped before the first matte
@@ -338,7 +339,8 @@ class Pipeline:
                 with self.clock.time("moved edges"):  # the band moved; the old room's colour is the matte's
                     packet.edges = self._compositor.edges(packet.alpha, packet.frame, like=matte.edges)
         with self.clock.time("composite"):
-            packet.image = self._compositor(packet.frame, packet.alpha, self.background.render(packet.frame),
+            small = packet.reduced[0] if packet.reduced is not None else None  # a frame matted itself has one
+            packet.image = self._compositor(packet.frame, packet.alpha, self.background.render(packet.frame, small),
                                             packet.edges)
         return packet
 
