@@ -20,6 +20,8 @@ matte's size, where the matte path has it).
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -89,10 +91,17 @@ def background_estimate(frame: np.ndarray, alpha: np.ndarray, frame_width: int |
 def _old_background(estimate: np.ndarray, shape: tuple[int, int], index: np.ndarray) -> np.ndarray:
     """:func:`background_estimate` read back at the pixels ``index`` (flat indices into a frame of
     ``shape``), float32 Nx3."""
-    rows, cols = np.divmod(index, shape[1])
-    small_rows = np.minimum(rows * estimate.shape[0] // shape[0], estimate.shape[0] - 1)
-    small_cols = np.minimum(cols * estimate.shape[1] // shape[1], estimate.shape[1] - 1)
-    return estimate[small_rows, small_cols]
+    return np.take(estimate.reshape(-1, 3), _nearest_lookup(shape, estimate.shape[:2])[index], axis=0)
+
+
+@functools.lru_cache(maxsize=4)
+def _nearest_lookup(shape: tuple[int, int], small_shape: tuple[int, int]) -> np.ndarray:
+    """For each pixel of an image of ``shape`` (flat), the flat index of its nearest pixel in one
+    of ``small_shape``: made once per pair of sizes, it turns the read-back into one gather."""
+    (h, w), (small_h, small_w) = shape, small_shape
+    rows = np.minimum(np.arange(h) * small_h // h, small_h - 1).astype(np.int32)
+    cols = np.minimum(np.arange(w) * small_w // w, small_w - 1).astype(np.int32)
+    return (rows[:, None] * small_w + cols[None, :]).reshape(-1)
 
 
 def _gather(image: np.ndarray, edges: Edges) -> np.ndarray:
