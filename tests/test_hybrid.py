@@ -35,13 +35,20 @@ def coarse(alpha: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(cv2.resize(small, (WIDTH, HEIGHT), interpolation=cv2.INTER_LINEAR), (0, 0), 1.5)
 
 
+def shade(frame: np.ndarray) -> np.ndarray:
+    return flow_grey(frame, frame.shape[:2]).astype(np.float32) / 255
+
+
+STILL = np.zeros((HEIGHT, WIDTH), np.float32)  # the flow explains every pixel
+
+
 def test_the_hybrid_follows_an_arm_the_stale_detail_matte_lost():
     frame_then, detail_then = person(arm_x=70)
     frame_now, truth_now = person(arm_x=120)  # the arm swung 50 px since the detail model's frame
-    moved_both = Propagator()(cv2.merge([detail_then, coarse(detail_then)]),
-                              flow_grey(frame_then, detail_then.shape), frame_now)
-    moved = moved_both[..., 0]
-    hybrid = fuse(moved, coarse(truth_now), moved_both[..., 1])
+    moved, moved_fast, moved_shade = cv2.split(Propagator()(
+        cv2.merge([detail_then, coarse(detail_then), shade(frame_then)]),
+        flow_grey(frame_then, detail_then.shape), frame_now))
+    hybrid = fuse(moved, coarse(truth_now), moved_fast, cv2.absdiff(moved_shade, shade(frame_now)))
     error = lambda alpha: np.abs(alpha - truth_now)  # noqa: E731
     assert error(hybrid).mean() < 0.4 * error(moved).mean()  # the old arm gone, the new one there
     assert error(hybrid)[30:50, 70:90].mean() < 0.1  # where the arm was: the wall shows again
@@ -57,7 +64,22 @@ def test_where_the_fast_model_saw_no_change_the_detail_matte_is_kept_exactly():
     _, alpha = person(arm_x=70)
     wrong = np.clip(alpha + 0.2, 0, 1)
     wrong[:20, 100:] = 1.0  # a patch of wall the fast model takes for the person, frame after frame
-    assert np.array_equal(fuse(alpha, wrong, wrong), alpha)
+    assert np.array_equal(fuse(alpha, wrong, wrong, STILL), alpha)
+
+
+def test_where_the_flow_cannot_explain_the_frame_a_sure_fast_model_corrects_the_detail_matte():
+    """MODNet now and then loses a body part in one frame (a child's sun hat against the sky, on the
+    dev clips); the fast model, sure of it in both frames, saw no change, so only a move the flow
+    cannot explain (here: the arm's pixels changed) lets it correct that matte until the next one."""
+    _, alpha = person(arm_x=70)
+    lost = alpha.copy()
+    lost[25:55, 65:95] = 0.0  # the detail model's matte lost the arm
+    fast = coarse(alpha)
+    unexplained = STILL.copy()
+    unexplained[25:55, 65:95] = 0.1
+    arm = (slice(36, 44), slice(76, 84))  # where the fast model is sure of the arm (above 0.95)
+    assert np.abs(fuse(lost, fast, fast, unexplained) - alpha)[arm].max() < 0.1
+    assert np.array_equal(fuse(lost, fast, fast, STILL), lost)  # explained: the detail matte holds
 
 
 def test_where_the_fast_model_only_wavers_the_detail_matte_is_kept():
@@ -68,7 +90,7 @@ def test_where_the_fast_model_only_wavers_the_detail_matte_is_kept():
     fast_then, fast_now = coarse(alpha), coarse(alpha)
     fast_then[:, :40] = 0.96
     fast_now[:, :40] = 0.28
-    assert np.abs(fuse(alpha, fast_now, fast_then) - alpha)[:, :40].max() < 1e-6
+    assert np.abs(fuse(alpha, fast_now, fast_then, STILL) - alpha)[:, :40].max() < 1e-6
 
 
 def test_the_registry_entry_names_a_fast_and_a_detail_model():

@@ -9,10 +9,11 @@ its edges are coarse. The hybrid runs both:
   the newest frame;
 * for every frame, the *fast* model (selfie), and the newest detail matte moved onto the
   frame along the optical flow (:mod:`vbg.propagation`);
-* :func:`fuse`: the moved detail matte, except where the fast model's own matte changed
-  since the detail model's frame more than the flow explains (an arm swung where the flow
-  could not follow it) and is sure of itself now: there the fast model's matte of this
-  frame is taken.
+* :func:`fuse`: the moved detail matte, except where the fast model is sure of itself now
+  and either its own matte changed since the detail model's frame more than the flow
+  explains (an arm swung where the flow could not follow it), or the flow does not explain
+  this frame there (an occlusion, a blur) and the fast model disagrees with the moved detail
+  matte: there the fast model's matte of this frame is taken.
 
 Offline (every frame gets its own matte) the detail matte is never stale, so it is used
 as it is: `vbg eval` of the hybrid is the detail model's own score. Which models form a
@@ -42,8 +43,11 @@ log = logging.getLogger(__name__)
 
 FRAME = "frame"  # the "tensors" a hybrid is fed: the BGR frame at the matte's size
 SOURCE = "source"  # and live, the frame it was shrunk from, which the detail model shrinks to its own size
-AGREE = 0.3  # |detail - fast| up to this: the fast model's coarse edge, the detail matte is kept
+AGREE = 0.3  # a difference of mattes up to this: the fast model's coarse edge, the detail matte is kept
 DISAGREE = 0.6  # from this on: the detail matte is stale there, the fast model's matte is taken
+# How well the flow explains a pixel: the detail model's frame, moved along it, against this frame (grey, 0-1).
+STEADY = 0.01  # up to this: it does, and the moved detail matte holds even where the fast model disagrees
+UNSTEADY = 0.03  # from this on: it does not, and the moved detail matte is unproven there
 # How sure the fast model must be of this frame's matte (|2 alpha - 1|) before its change counts:
 # its confidence in a still body wavers between frames (0.96 → 0.28 on a white suit), which is no motion.
 UNSURE = 0.5  # from 0.25 to 0.75 alpha: its change is ignored
@@ -60,17 +64,30 @@ def _ramp(value: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.clip((value - low) * (1.0 / (high - low)), 0.0, 1.0)
 
 
-def fuse(detail: np.ndarray, fast: np.ndarray, fast_then: np.ndarray) -> np.ndarray:
-    """``detail`` (the detail model's matte, moved onto this frame) except where the fast model's
-    matte changed since the detail model's frame (``fast_then``, moved the same way) by more than
-    the flow explains and the fast model is sure of this frame: there the person moved in a way
-    the flow missed, and ``fast`` (this frame's) is taken, with ramps between :data:`AGREE` and
-    :data:`DISAGREE` (change) and :data:`UNSURE` and :data:`SURE` (confidence). Where the two
-    models merely disagree about a still scene, or the fast model's confidence wavers, the detail
-    model is trusted (the fast model is the coarser one). All float32 in [0, 1], one shape."""
-    confidence = np.abs(fast - 0.5) * 2.0
-    weight = _ramp(cv2.absdiff(fast, fast_then), AGREE, DISAGREE) * _ramp(confidence, UNSURE, SURE)
+def fuse(detail: np.ndarray, fast: np.ndarray, fast_then: np.ndarray, mismatch: np.ndarray) -> np.ndarray:
+    """``detail`` (the detail model's matte, moved onto this frame), except where the fast model is
+    sure of this frame (:data:`UNSURE` to :data:`SURE`) and either
+    - its matte changed since the detail model's frame (``fast_then``, moved the same way) by more
+      than the flow explains: the person moved in a way the flow missed; or
+    - the flow does not explain this frame (``mismatch``, the detail model's frame moved along it
+      against this one, :data:`STEADY` to :data:`UNSTEADY`) and the fast model disagrees with
+      the moved detail matte: the move is unproven there (an occlusion; on the dev clips live,
+      simulated: MAD 12.3 → 11.5);
+    there ``fast`` (this frame's) is taken (both differences ramp from :data:`AGREE` to
+    :data:`DISAGREE`). Where the two models merely disagree about a still scene, or the fast
+    model's confidence wavers, the detail model is trusted (the fast model is the coarser one).
+    All float32 in [0, 1], one shape."""
+    changed = _ramp(cv2.absdiff(fast, fast_then), AGREE, DISAGREE)
+    unproven = _ramp(mismatch, STEADY, UNSTEADY) * _ramp(cv2.absdiff(fast, detail), AGREE, DISAGREE)
+    weight = cv2.max(changed, unproven) * _ramp(np.abs(fast - 0.5) * 2.0, UNSURE, SURE)
     return detail + weight * (fast - detail)
+
+
+def _shade(grey: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A frame's flow grey (:func:`~vbg.flow.flow_grey`) as float32 in [0, 1] at the matte's ``shape``."""
+    if grey.shape != shape:
+        grey = cv2.resize(grey, shape[::-1], interpolation=cv2.INTER_LINEAR)
+    return grey.astype(np.float32) * (1.0 / 255.0)
 
 
 _OPEN: weakref.WeakSet[HybridSession] = weakref.WeakSet()  # weak: a session nobody holds is freed
@@ -118,8 +135,9 @@ class HybridSession:
         self._clock = StageClock()
         self._propagator = Propagator()
         self._lock = threading.Condition()
-        # The detail model's newest matte, the fast model's of the same frame, and that frame's flow grey:
-        self._newest: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        # The detail model's newest matte merged with the fast model's of the same frame and that
+        # frame's shade (all moved by one flow), and that frame's flow grey:
+        self._newest: tuple[np.ndarray, np.ndarray] | None = None
         # The next frame for it (as given to prepare), the fast model's matte of it and its flow grey:
         self._pending: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._generation = 0  # bumped by reset: a detail matte of an earlier scene is dropped
@@ -160,17 +178,18 @@ class HybridSession:
         h, w = small.shape[:2]
         fast = self.fast.infer(small)
         grey = flow_grey(small, (h, w))
+        shade = _shade(grey, (h, w))
         with self._lock:
             newest = self._newest
         if newest is None:  # a new call or scene: its first matte is the detail model's own
             detail = shrink(self.detail.infer(source), (w, h))
             with self._lock:
-                self._newest = (detail, fast, grey)
+                self._newest = (cv2.merge([detail, fast, shade]), grey)
             return detail
         self._submit((source, fast, grey))
-        detail, fast_then, detail_grey = newest
-        moved = self._propagator(cv2.merge([detail, fast_then]), detail_grey, small)  # one flow, both mattes
-        return fuse(moved[..., 0], fast, moved[..., 1])
+        then, grey_then = newest
+        detail, fast_then, shade_then = cv2.split(self._propagator(then, grey_then, small))  # one flow for all
+        return fuse(detail, fast, fast_then, cv2.absdiff(shade_then, shade))
 
     def reset(self) -> None:
         """A new scene or source: the detail model's newest matte belongs to the old one."""
@@ -216,5 +235,5 @@ class HybridSession:
             self._clock.record("detail", took)
             with self._lock:
                 if generation == self._generation:
-                    self._newest = (alpha, fast, grey)
+                    self._newest = (cv2.merge([alpha, fast, _shade(grey, fast.shape)]), grey)
                 self._lock.wait_for(lambda: self._closed, took * (1.0 / DETAIL_DUTY - 1.0))
