@@ -10,7 +10,7 @@ from conftest import person_frame
 from test_smoothing import HEIGHT, SHIRT, WIDTH
 from vbg.errors import VbgError
 from vbg.flow import flow_grey
-from vbg.hybrid import HybridSession, fuse
+from vbg.hybrid import STEADY, UNSTEADY, HybridSession, _unexplained, fuse
 from vbg.propagation import Propagator
 from vbg.registry import _spec_from_table, ensure_model, get_spec, hybrid_parts
 from vbg.session import MattingSession
@@ -80,6 +80,16 @@ def test_where_the_flow_cannot_explain_the_frame_a_sure_fast_model_corrects_the_
     arm = (slice(36, 44), slice(76, 84))  # where the fast model is sure of the arm (above 0.95)
     assert np.abs(fuse(lost, fast, fast, unexplained) - alpha)[arm].max() < 0.1
     assert np.array_equal(fuse(lost, fast, fast, STILL), lost)  # explained: the detail matte holds
+
+
+def test_a_change_of_light_is_explained_a_missed_move_is_not():
+    """Auto exposure brightens the whole frame between the detail model's frame and this one (the
+    virtual-camera test's clip does, 2 levels a frame): that must not unprove the moved detail matte."""
+    dim = lambda image: (40 + 0.6 * image).astype(np.uint8)  # noqa: E731 - room to brighten without clipping
+    frame, moved_arm = dim(person(arm_x=70)[0]), dim(person(arm_x=80)[0])
+    brighter = frame + np.uint8(12)
+    assert _unexplained(shade(frame), shade(brighter)).max() < STEADY
+    assert _unexplained(shade(frame), shade(moved_arm))[30:50, 70:100].max() > UNSTEADY
 
 
 def test_where_the_fast_model_only_wavers_the_detail_matte_is_kept():

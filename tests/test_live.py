@@ -147,7 +147,7 @@ class BrokenModel:
     def input_shape(self, frame_hw):
         return frame_hw
 
-    def prepare(self, frame):
+    def prepare(self, frame, source=None):
         return {}
 
     def run(self, feeds):

@@ -48,6 +48,9 @@ DISAGREE = 0.6  # from this on: the detail matte is stale there, the fast model'
 # How well the flow explains a pixel: the detail model's frame, moved along it, against this frame (grey, 0-1).
 STEADY = 0.01  # up to this: it does, and the moved detail matte holds even where the fast model disagrees
 UNSTEADY = 0.03  # from this on: it does not, and the moved detail matte is unproven there
+# A change of light (auto exposure, a lamp) is smooth over the frame, a move the flow missed is not:
+# the smooth part of the difference (Gaussian, this sigma in px of the matte) is left out of it.
+LIGHT_SIGMA = 4.0
 # How sure the fast model must be of this frame's matte (|2 alpha - 1|) before its change counts:
 # its confidence in a still body wavers between frames (0.96 → 0.28 on a white suit), which is no motion.
 UNSURE = 0.5  # from 0.25 to 0.75 alpha: its change is ignored
@@ -81,6 +84,13 @@ def fuse(detail: np.ndarray, fast: np.ndarray, fast_then: np.ndarray, mismatch: 
     unproven = _ramp(mismatch, STEADY, UNSTEADY) * _ramp(cv2.absdiff(fast, detail), AGREE, DISAGREE)
     weight = cv2.max(changed, unproven) * _ramp(np.abs(fast - 0.5) * 2.0, UNSURE, SURE)
     return detail + weight * (fast - detail)
+
+
+def _unexplained(moved_shade: np.ndarray, shade: np.ndarray) -> np.ndarray:
+    """How far the detail model's frame, moved along the flow (``moved_shade``), differs from this
+    frame (``shade``), less any smooth change of light (:data:`LIGHT_SIGMA`)."""
+    change = cv2.subtract(moved_shade, shade)
+    return cv2.absdiff(change, cv2.GaussianBlur(change, (0, 0), LIGHT_SIGMA))
 
 
 def _shade(grey: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -189,7 +199,7 @@ class HybridSession:
         self._submit((source, fast, grey))
         then, grey_then = newest
         detail, fast_then, shade_then = cv2.split(self._propagator(then, grey_then, small))  # one flow for all
-        return fuse(detail, fast, fast_then, cv2.absdiff(shade_then, shade))
+        return fuse(detail, fast, fast_then, _unexplained(shade_then, shade))
 
     def reset(self) -> None:
         """A new scene or source: the detail model's newest matte belongs to the old one."""
