@@ -74,8 +74,8 @@ def fuse(detail: np.ndarray, fast: np.ndarray, fast_then: np.ndarray, mismatch: 
       than the flow explains: the person moved in a way the flow missed; or
     - the flow does not explain this frame (``mismatch``, the detail model's frame moved along it
       against this one, :data:`STEADY` to :data:`UNSTEADY`) and the fast model disagrees with
-      the moved detail matte: the move is unproven there (an occlusion; on the dev clips live,
-      simulated: MAD 12.3 → 11.5);
+      the moved detail matte: the move is unproven there (an occlusion, or a body part the detail
+      model lost in its frame; dev clips live, alternating: MAD 12.3 → 11.7);
     there ``fast`` (this frame's) is taken (both differences ramp from :data:`AGREE` to
     :data:`DISAGREE`). Where the two models merely disagree about a still scene, or the fast
     model's confidence wavers, the detail model is trusted (the fast model is the coarser one).
