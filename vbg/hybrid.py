@@ -148,8 +148,8 @@ class HybridSession:
         # The detail model's newest matte merged with the fast model's of the same frame and that
         # frame's shade (all moved by one flow), and that frame's flow grey:
         self._newest: tuple[np.ndarray, np.ndarray] | None = None
-        # The next frame for it (as given to prepare), the fast model's matte of it and its flow grey:
-        self._pending: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        # The next frame for it (as given to prepare), the fast model's matte of it, its shade and flow grey:
+        self._pending: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._generation = 0  # bumped by reset: a detail matte of an earlier scene is dropped
         self._worker: threading.Thread | None = None
         self._closed = False
@@ -196,7 +196,7 @@ class HybridSession:
             with self._lock:
                 self._newest = (cv2.merge([detail, fast, shade]), grey)
             return detail
-        self._submit((source, fast, grey))
+        self._submit((source, fast, shade, grey))
         then, grey_then = newest
         detail, fast_then, shade_then = cv2.split(self._propagator(then, grey_then, small))  # one flow for all
         return fuse(detail, fast, fast_then, _unexplained(shade_then, shade))
@@ -221,7 +221,7 @@ class HybridSession:
 
     # -- the detail model's thread -------------------------------------------------------------
 
-    def _submit(self, pending: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    def _submit(self, pending: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> None:
         with self._lock:
             self._pending = pending  # an older frame still waiting is replaced
             self._lock.notify_all()
@@ -237,7 +237,7 @@ class HybridSession:
                 self._lock.wait_for(lambda: self._pending is not None or self._closed)
                 if self._closed:
                     return
-                (source, fast, grey), self._pending = self._pending, None
+                (source, fast, shade, grey), self._pending = self._pending, None
                 generation = self._generation
             started = time.perf_counter()
             alpha = shrink(self.detail.infer(source), fast.shape[::-1])
@@ -245,5 +245,5 @@ class HybridSession:
             self._clock.record("detail", took)
             with self._lock:
                 if generation == self._generation:
-                    self._newest = (cv2.merge([alpha, fast, _shade(grey, fast.shape)]), grey)
+                    self._newest = (cv2.merge([alpha, fast, shade]), grey)
                 self._lock.wait_for(lambda: self._closed, took * (1.0 / DETAIL_DUTY - 1.0))

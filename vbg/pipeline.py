@@ -365,10 +365,10 @@ class Pipeline:
             for tap in self.taps:
                 tap(packet)
             self.stats.frames_out += 1
-            self.stats.output_times.append(time.perf_counter())
+            now = time.perf_counter()
+            self.stats.output_times.append(now)
             if self.stats.frames_out == WARM_FRAMES:
                 self.stats.rss_mb_warm = rss_mb()
-            now = time.perf_counter()
             self.stats.add_latency((now - packet.captured_at) * 1e3, now - self._started)
             if packet.matte_captured_at is not None:
                 self.stats.matte_ages_ms.append((packet.captured_at - packet.matte_captured_at) * 1e3)
