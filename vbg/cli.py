@@ -7,6 +7,7 @@ The CLI is the only place that prints for people; the library logs. Every
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 import re
@@ -40,11 +41,27 @@ and makes its int8 version once (a minute or two).
 """
 
 
+OPTION_ALIASES = {"--background": "--bg"}  # the setting's name in a config file, spelt as an option
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage mistake in one line, like every other vbg error."""
+    """argparse that reports a usage mistake in one line, like every other vbg error, with a
+    did-you-mean for a mistyped option (argparse has none before Python 3.14)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}{self._suggestion(message)} "
+                              f"(see `{self.prog} --help`)\n")
+
+    def _suggestion(self, message: str) -> str:
+        if not message.startswith("unrecognized arguments:"):
+            return ""
+        known = {option: option for option in self._option_string_actions if option.startswith("--")}
+        known.update(OPTION_ALIASES)
+        for word in message.split(":", 1)[1].split():
+            close = difflib.get_close_matches(word.split("=", 1)[0], known, n=2)
+            if word.startswith("--") and close:
+                return f"; did you mean {' or '.join(dict.fromkeys(known[c] for c in close))}?"
+        return ""
 
 
 def _add_look_options(parser: argparse.ArgumentParser) -> None:
@@ -396,6 +413,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `vbg` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = SUBCOMMANDS.get(argv[0]) if argv else None
+    if argv and command is None and not argv[0].startswith("-"):  # `vbg` itself takes no word
+        close = difflib.get_close_matches(argv[0], SUBCOMMANDS, n=1)
+        hint = f"did you mean `vbg {close[0]}`?" if close else f"commands are {', '.join(SUBCOMMANDS)}"
+        print(f"vbg: error: unknown command '{argv[0]}'; {hint} (see `vbg --help`)", file=sys.stderr)
+        return EXIT_USAGE
     try:
         return command(argv[1:]) if command else _run(argv)
     except VbgError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import math
 import re
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from vbg.errors import VbgError
+
+log = logging.getLogger(__name__)
 
 try:
     import tomllib
@@ -32,6 +35,23 @@ def parse_size(text: str, what: str) -> tuple[int, int]:
     if not match or int(match[1]) < 16 or int(match[2]) < 16:
         raise VbgError(f"{what} must look like WIDTHxHEIGHT, e.g. 1280x720 (got '{text}')")
     return int(match[1]), int(match[2])
+
+
+MAX_OUTPUT_SIDE = 7680  # 8K UHD; a larger frame costs gigabytes per stage buffer
+
+
+def output_size(text: str) -> tuple[int, int]:
+    """``--size`` as the encoders will write it: each side at most :data:`MAX_OUTPUT_SIDE`, and
+    rounded down to even (H.264/MPEG-4 and the virtual camera's YUV take even sides only), said in
+    the log, so the size printed is the size written."""
+    width, height = parse_size(text, "--size")
+    if max(width, height) > MAX_OUTPUT_SIDE:
+        raise VbgError(f"--size {width}x{height} is too large: each side at most {MAX_OUTPUT_SIDE} "
+                       f"(8K), e.g. --size 1920x1080")
+    even = (width - width % 2, height - height % 2)
+    if even != (width, height):
+        log.warning("--size %dx%d rounded to %dx%d: video encoders take even sides only", width, height, *even)
+    return even
 
 
 def parse_color(text: str) -> tuple[int, int, int]:
@@ -155,6 +175,8 @@ def read_config(path: str | Path) -> dict[str, Any]:
         data = tomllib.loads(path.read_text("utf-8"))
     except FileNotFoundError:
         raise VbgError(f"config file {path} does not exist; see configs/ for examples") from None
+    except IsADirectoryError:
+        raise VbgError(f"config file {path} is a folder; give a .toml file, e.g. {path / 'meeting.toml'}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise VbgError(f"config file {path} cannot be read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:

@@ -17,7 +17,8 @@ from vbg.config import Settings
 from vbg.pipeline import Pipeline, RunStats, build
 from vbg.reload import ConfigWatcher
 from vbg.server import ControlServer, check_port
-from vbg.sinks import NullSink, VirtualCameraSink
+from vbg.errors import VbgError
+from vbg.sinks import NullSink, VirtualCameraSink, discard_unfinished
 from vbg.sources import Source
 
 
@@ -80,4 +81,13 @@ def run(settings: Settings, source: Source | None = None, *, config: Path | None
         if config is not None:
             running.callback(ConfigWatcher(Path(config), pipeline, pinned).start().close)
         pipeline.idle = nobody_watching(pipeline, server)
-        return pipeline.run()
+        try:
+            return pipeline.run()
+        except VbgError as exc:
+            removed = discard_unfinished(pipeline.sinks)
+            if not removed:
+                raise
+            raise VbgError(f"{exc} (the unfinished {', '.join(map(str, removed))} was removed)") from None
+        except BaseException:
+            discard_unfinished(pipeline.sinks)
+            raise

@@ -47,7 +47,7 @@ from vbg.backgrounds import (
     open_background,
 )
 from vbg.compositing import Compositor, Edges
-from vbg.config import Settings, parse_size
+from vbg.config import Settings, output_size, parse_size
 from vbg.errors import VbgError
 from vbg.imaging import cover_fit
 from vbg.matting import Matter
@@ -540,7 +540,7 @@ def build(settings: Settings, source: Source | None = None) -> Pipeline:
         if source is None:
             source = open_source(settings, paced=settings.output == "vcam" or settings.preview or settings.serve)
         opened.callback(source.close)
-        size = parse_size(settings.size, "--size") if settings.size else source.size
+        size = output_size(settings.size) if settings.size else source.size
         fps = settings.fps or source.fps
         background = open_background(settings, size)
         opened.callback(background.close)

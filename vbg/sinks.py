@@ -110,14 +110,21 @@ class VideoFileSink:
     live = False
 
     def __init__(self, path: Path, size: tuple[int, int], fps: float) -> None:
+        if path.is_dir():
+            raise VbgError(f"cannot write video {path}: it is a folder; name a file in it, e.g. {path / 'out.mp4'}")
         suffix = path.suffix.lower()
         if suffix not in VIDEO_FOURCCS:
             raise VbgError(f"cannot write video {path}: use one of {', '.join(VIDEO_FOURCCS)}")
         if not path.parent.is_dir():
             raise VbgError(f"cannot write video {path}: folder {path.parent} does not exist")
+        try:  # first ourselves: OpenCV's failure says neither why nor quietly
+            path.open("ab").close()
+        except OSError as exc:
+            raise VbgError(f"cannot write video {path}: {(exc.strerror or str(exc)).lower()}; choose another --output") from None
         self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*VIDEO_FOURCCS[suffix]), fps, size)
         if not self._writer.isOpened():
             raise VbgError(f"cannot write video {path}: OpenCV could not open it for writing")
+        self.path = path
         self.name = f"video {path}"
 
     def write(self, frame: np.ndarray) -> bool:
@@ -126,6 +133,20 @@ class VideoFileSink:
 
     def close(self) -> None:
         self._writer.release()
+
+    def discard(self) -> None:
+        """Close and delete the file of a run that failed part-way: an unfinished video has no
+        index, and players reject it."""
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+def discard_unfinished(sinks: list[Sink]) -> list[Path]:
+    """Delete the video files of a run that failed part-way; returns their paths."""
+    files = [sink for sink in sinks if isinstance(sink, VideoFileSink)]
+    for sink in files:
+        sink.discard()
+    return [sink.path for sink in files]
 
 
 class PreviewSink:

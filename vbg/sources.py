@@ -167,7 +167,8 @@ class VideoFileSource(_FileSource):
         first = self._capture.read()[1] if self._capture.isOpened() else None
         if first is None:
             self._capture.release()
-            raise VbgError(f"cannot decode video {path}: not a video format OpenCV/FFmpeg can read")
+            raise VbgError(f"cannot decode video {path}: OpenCV/FFmpeg found no frame in it; it is truncated "
+                           "(an unfinished download or recording) or not a video")
         fps = self._capture.get(cv2.CAP_PROP_FPS)
         super().__init__(f"video {path.name}", fps if 1 <= fps <= 240 else DEFAULT_STILL_FPS, loop, paced)
         self.path = path
