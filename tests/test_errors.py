@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import cv2
+import numpy as np
 import pytest
 
 from vbg.cli import main
@@ -160,3 +162,47 @@ def test_console_entry_point_exit_status_and_stderr(person_video):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("vbg: error: no virtual camera device")
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--backgound", "a.jpg"], "did you mean --bg or --backgrounds?"),
+    (["--blurr", "5"], "did you mean --blur?"),
+    (["model", "list"], "did you mean `vbg models`?"),
+])
+def test_typos_get_a_did_you_mean(capsys, argv, fragment):
+    assert fragment in one_line_error(capsys, argv)
+
+
+def test_a_size_no_frame_buffer_can_hold_is_refused(capsys, person_video):
+    line = one_line_error(capsys, ["--input", str(person_video), "--size", "100000x100000", "--output", "null"])
+    assert "--size 100000x100000 is too large" in line
+
+
+def test_an_odd_size_is_rounded_before_the_run_and_said(capsys, person_video, tmp_path):
+    out = tmp_path / "out.mp4"
+    assert main(["--input", str(person_video), "--size", "1281x721", "--frames", "2", "--output", str(out)]) == 0
+    assert "rounded to 1280x720" in capsys.readouterr().err
+    written = cv2.VideoCapture(str(out))
+    assert (written.get(cv2.CAP_PROP_FRAME_WIDTH), written.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (1280, 720)
+
+
+def test_config_and_output_that_are_folders(capsys, person_video, tmp_path):
+    assert f"config file {tmp_path} is a folder" in one_line_error(capsys, ["--config", str(tmp_path)])
+    line = one_line_error(capsys, ["--input", str(person_video), "--output", str(tmp_path)])
+    assert "it is a folder; name a file in it" in line
+
+
+def test_a_run_that_fails_part_way_removes_its_unfinished_video(capsys, tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for index in range(3):
+        cv2.imwrite(str(frames / f"{index:03d}.png"), np.full((64, 96, 3), 40 * index, np.uint8))
+    good = (frames / "002.png").read_bytes()
+    (frames / "003.png").write_bytes(good[: len(good) // 3])  # a broken PNG after good ones
+    out = tmp_path / "out.avi"
+    assert main(["--input", str(frames), "--output", str(out)]) != 0
+    err = capsys.readouterr().err  # the run's opening lines, then its one-line error
+    line = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and line.startswith("vbg: error:")
+    assert "003.png" in line and f"the unfinished {out} was removed" in line
+    assert not out.exists()
