@@ -2,14 +2,17 @@
 
 A bad edit is reported and ignored (the last good settings stay); settings that
 cannot change while running (camera, model, output, ...) are named as needing a restart.
+Whatever an edit holds, the watcher goes on watching: the next good edit applies.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vbg.config import read_config
 from vbg.errors import VbgError
@@ -20,6 +23,28 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 POLL_S = 0.25
+
+
+def _regular_file_problem(path: Path) -> str:
+    """Why ``path`` cannot be read as a config file without waiting ('' when it can).
+
+    Opening a FIFO blocks until something writes to it, and a device may never end: only
+    regular files are read. The file is opened without blocking and its open handle checked,
+    so a swap between a check and the read cannot turn it into a wait."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except IsADirectoryError:
+        return "is a folder"
+    except OSError:
+        return ""  # missing or unreadable: read_config says which
+    try:
+        mode = os.fstat(fd).st_mode
+    finally:
+        os.close(fd)
+    if stat.S_ISREG(mode):
+        return ""
+    kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode) else "a special file"
+    return f"is {kind}, not a regular file"
 
 
 class ConfigWatcher:
@@ -40,14 +65,14 @@ class ConfigWatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="config-watch", daemon=True)
 
-    def _signature(self) -> tuple[int, int] | None:
+    def _signature(self) -> tuple[int, int, int, int] | None:
         try:
-            stat = self.path.stat()
+            status = self.path.stat()
         except OSError:
             return None
-        return stat.st_mtime_ns, stat.st_size
+        return status.st_ino, status.st_mode, status.st_mtime_ns, status.st_size
 
-    def start(self) -> "ConfigWatcher":
+    def start(self) -> ConfigWatcher:
         self._thread.start()
         return self
 
@@ -60,10 +85,22 @@ class ConfigWatcher:
             signature = self._signature()
             if signature != self._seen and signature is not None:
                 self._seen = signature
-                self.reload()
+                try:
+                    self.reload()
+                except Exception as exc:  # noqa: BLE001 - one odd edit must not end hot reload for the run
+                    log.error("config %s: applying it failed (%s: %s); keeping the last good settings and "
+                              "still watching", self.path, type(exc).__name__, exc, exc_info=log.isEnabledFor(
+                                  logging.DEBUG))
 
     def reload(self) -> bool:
-        """Apply the file as it is now; False (and a warning) if it is bad."""
+        """Apply the file as it is now; False (and a warning) if it is bad.
+
+        Each changed setting that the file gets wrong is reported and left as it was; the others
+        apply, so a setting that stays wrong in the file does not hold back a later good edit."""
+        problem = _regular_file_problem(self.path)
+        if problem:
+            log.warning("config %s %s; keeping the last good settings", self.path, problem)
+            return False
         try:
             values = read_config(self.path)
         except VbgError as exc:
@@ -77,11 +114,30 @@ class ConfigWatcher:
         changes = {k: v for k, v in wanted.items() if k in self.live_keys}
         if not changes:
             return True
+        applied = self._apply(changes)
+        if applied:
+            self.reloads += 1
+            log.info("config %s reloaded: %s", self.path, ", ".join(f"{k}={v!r}" for k, v in applied.items()))
+        return applied == changes
+
+    def _apply(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """Apply ``changes`` together; where the pipeline refuses them, each on its own (a new mode
+        with the setting it needs: image with background, blur, colour); return what was applied."""
         try:
             self.pipeline.apply(**changes)
+            return changes
         except VbgError as exc:
-            log.warning("config %s: %s; keeping the last good settings", self.path, exc)
-            return False
-        self.reloads += 1
-        log.info("config %s reloaded: %s", self.path, ", ".join(f"{k}={v!r}" for k, v in changes.items()))
-        return True
+            if len(changes) == 1:
+                log.warning("config %s: %s; keeping the last good settings", self.path, exc)
+                return {}
+        needs = {"image": "background", "blur": "blur", "color": "color"}.get(changes.get("mode"), "")
+        mode = {k: v for k, v in changes.items() if k in ("mode", needs)} if "mode" in changes else {}
+        groups = ([mode] if mode else []) + [{k: v} for k, v in changes.items() if k not in mode]
+        applied: dict[str, Any] = {}
+        for group in groups:
+            try:
+                self.pipeline.apply(**group)
+                applied.update(group)
+            except VbgError as exc:
+                log.warning("config %s: %s; keeping the last good %s", self.path, exc, " and ".join(group))
+        return applied
