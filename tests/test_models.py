@@ -12,7 +12,8 @@ import pytest
 from conftest import person_frame, reference_matte
 from vbg import registry
 from vbg.errors import VbgError
-from vbg.session import MattingSession, choose_providers, matte_shape, runs_every_frame
+from vbg.registry import matte_shape
+from vbg.session import MattingSession, choose_providers, runs_every_frame
 
 
 def test_registry_describes_both_models_as_data():
@@ -256,7 +257,7 @@ def test_on_a_gpu_the_hybrid_is_fp32_modnet_alone_every_frame(monkeypatch):
     """Selection logic only (CI has no GPU): onnxruntime offering CUDA makes the hybrid's session
     MODNet fp32 alone; without a GPU it is the hybrid."""
     from vbg.hybrid import HybridSession
-    from vbg.session import open_session
+    from vbg.inference import open_session
 
     hybrid = registry.get_spec("hybrid")
     assert registry.hybrid_parts(hybrid, gpu=True)[1].name == "modnet"

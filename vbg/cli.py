@@ -334,7 +334,7 @@ def _eval(argv: Sequence[str]) -> int:
     from vbg.evaluate import evaluate, evaluate_live, flicker, summarise
     from vbg.matting import Matter
     from vbg.registry import get_spec
-    from vbg.session import open_session
+    from vbg.inference import open_session
 
     spec = get_spec(settings.model)
     session = open_session(spec, device=settings.device, matte_size=settings.matte_size)

@@ -54,7 +54,8 @@ from vbg.matting import Matter
 from vbg.propagation import Propagator
 from vbg.registry import get_spec
 from vbg.ringbuffer import Closed, Latest, RingBuffer
-from vbg.session import Session, open_session
+from vbg.inference import open_session
+from vbg.session import Session
 from vbg.sinks import PreviewSink, Sink, open_output
 from vbg.sources import CameraSource, Source, open_input
 from vbg.timing import Pacer, StageClock

@@ -289,7 +289,7 @@ def modnet_for_this_cpu(flags: frozenset[str] | None = None) -> tuple[str, str]:
 def default_model(flags: frozenset[str] | None = None) -> tuple[str, str]:
     """The model ``--model auto`` runs, and why: the hybrid, whose live matte is a frame's own
     (dev clips `vbg eval --live`: MAD 12.4 against 20.5 for MODNet alone on a 2-core CPU) and
-    whose offline matte is MODNet's; on a GPU it is MODNet alone (see vbg.session.open_session)."""
+    whose offline matte is MODNet's; on a GPU it is MODNet alone (see vbg.inference.open_session)."""
     modnet, why = modnet_for_this_cpu(flags)
     return DEFAULT, (f"live, selfie-landscape mattes every frame and {modnet} adds the edges ({why}); "
                      "on a GPU, modnet alone mattes every frame")
@@ -524,10 +524,20 @@ def _derive(spec: ModelSpec, target: Path, force: bool = False) -> ModelSpec:
     return register_local(spec.name, table)
 
 
+def matte_shape(frame_hw: tuple[int, int], short_side: int, multiple: int) -> tuple[int, int]:
+    """(height, width) of the matte for a frame: short side ≈ ``short_side``, aspect kept,
+    both sides rounded to the model's ``multiple``."""
+    h, w = frame_hw
+    scale = short_side / min(h, w)
+
+    def snap(x: float) -> int:
+        return max(multiple, int(round(x / multiple)) * multiple)
+
+    return snap(h * scale), snap(w * scale)
+
+
 def quantize_shape(spec: ModelSpec) -> tuple[int, int]:
     """(height, width) at which an int8 variant is calibrated: 16:9 at the default matte size."""
-    from vbg.session import matte_shape
-
     return spec.fixed_shape or matte_shape((720, 1280), spec.default_matte_size, spec.multiple)
 
 

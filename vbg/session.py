@@ -7,7 +7,6 @@ so that the same code uses a GPU where there is one and the CPU elsewhere.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -17,10 +16,8 @@ import onnxruntime as ort
 
 from vbg.errors import VbgError
 from vbg.imaging import shrink
-from vbg.registry import ModelSpec, cache_dir
+from vbg.registry import ModelSpec, cache_dir, matte_shape
 from vbg.timing import StageClock
-
-log = logging.getLogger(__name__)
 
 # In order of preference; the first available one wins under --device auto.
 GPU_PROVIDERS = (
@@ -57,7 +54,8 @@ def choose_providers(device: str, available: Sequence[str]) -> list[str]:
 
 class Session(Protocol):
     """What the matte path (:class:`~vbg.matting.Matter`) and the pipeline ask of a model:
-    :class:`MattingSession` (one model) and :class:`~vbg.hybrid.HybridSession` (two) have it."""
+    :class:`MattingSession` (one model) and :class:`~vbg.hybrid.HybridSession` (two) have it;
+    :func:`vbg.inference.open_session` opens the one a model entry asks for."""
 
     spec: ModelSpec
     provider: str
@@ -91,18 +89,6 @@ def _provider_options(name: str) -> dict:
         return {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(engines),
                 "trt_fp16_enable": True}
     return {}
-
-
-def matte_shape(frame_hw: tuple[int, int], short_side: int, multiple: int) -> tuple[int, int]:
-    """(height, width) of the matte for a frame: short side ≈ ``short_side``, aspect kept,
-    both sides rounded to the model's ``multiple``."""
-    h, w = frame_hw
-    scale = short_side / min(h, w)
-
-    def snap(x: float) -> int:
-        return max(multiple, int(round(x / multiple)) * multiple)
-
-    return snap(h * scale), snap(w * scale)
 
 
 class MattingSession:
@@ -211,24 +197,3 @@ class MattingSession:
     def infer(self, frame_bgr: np.ndarray) -> np.ndarray:
         """Alpha matte (float32, HxW, values in [0, 1]) of one BGR uint8 frame."""
         return self.run(self.prepare(frame_bgr))
-
-
-def open_session(spec: ModelSpec, *, device: str = "auto", matte_size: int | None = None) -> Session:
-    """A session for ``spec``, its weights pulled or made first if needed; for a hybrid entry
-    (:mod:`vbg.hybrid`) its fast and detail models together, one inference thread each, or
-    where inference runs on a GPU its detail model alone."""
-    from vbg.registry import ensure_model, hybrid_parts
-
-    if not spec.hybrid:
-        return MattingSession(spec, ensure_model(spec), device=device, matte_size=matte_size)
-    gpu = choose_providers(device, ort.get_available_providers())[0] in GPU_PROVIDERS
-    fast, detail = hybrid_parts(spec, gpu)
-    if gpu:  # the detail model alone keeps up with every frame there, with its own edges
-        log.info("%s on a GPU: %s alone, every frame", spec.name, detail.name)
-        return MattingSession(detail, ensure_model(detail), device=device,
-                              matte_size=matte_size or spec.default_matte_size)
-    from vbg.hybrid import HybridSession
-
-    return HybridSession(spec, MattingSession(fast, ensure_model(fast), device=device, threads=1),
-                         MattingSession(detail, ensure_model(detail), device=device,
-                                        matte_size=matte_size or spec.default_matte_size, threads=1))
