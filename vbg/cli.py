@@ -170,7 +170,8 @@ def _run(argv: Sequence[str]) -> int:
     pinned = frozenset(key for key, value in _overrides(args).items() if value is not None)
     stats = run(settings, config=Path(args.config) if args.config else None, pinned=pinned, on_serve=announce)
     if not args.quiet:
-        print(f"vbg: {stats.frames_out} frames out in {stats.elapsed_s:.1f} s ({stats.output_fps:.1f} fps), "
+        paused = f", paused {stats.paused_s:.1f} s while nobody watched" if stats.paused_s >= 0.05 else ""
+        print(f"vbg: {stats.frames_out} frames out in {stats.running_s:.1f} s ({stats.output_fps:.1f} fps){paused}, "
               f"{stats.dropped} dropped, {stats.mattes} mattes; provider {stats.provider}", file=sys.stderr)
     return 0
 
