@@ -206,3 +206,45 @@ def test_a_run_that_fails_part_way_removes_its_unfinished_video(capsys, tmp_path
     assert "Traceback" not in err and line.startswith("vbg: error:")
     assert "003.png" in line and f"the unfinished {out} was removed" in line
     assert not out.exists()
+
+
+def one_line_error_fd(capfd, argv: list[str]) -> str:
+    """As :func:`one_line_error`, but what C libraries write to stderr themselves counts too."""
+    status = main(argv)
+    err = capfd.readouterr().err
+    assert status != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vbg: error:"), err
+    return lines[0]
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_a_truncated_background_image_is_refused_in_one_line(capfd, person_video, tmp_path, suffix):
+    whole = tmp_path / f"whole{suffix}"
+    cv2.imwrite(str(whole), (np.random.default_rng(1).random((240, 320, 3)) * 255).astype(np.uint8))
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])  # an unfinished download
+    line = one_line_error_fd(capfd, ["--input", str(person_video), "--bg", str(cut), "--output", "null", "-q"])
+    assert f"image {cut} is truncated" in line and "save or copy it again" in line
+
+
+def test_a_jpeg_with_a_video_after_its_end_is_whole(tmp_path):
+    from vbg.sources import read_image
+
+    photo = tmp_path / "motion.jpg"
+    cv2.imwrite(str(photo), np.full((48, 64, 3), 128, np.uint8))
+    photo.write_bytes(photo.read_bytes() + b"\0\0\0\x18ftypmp42" + bytes(64))  # a motion photo's clip
+    assert read_image(photo).shape == (48, 64, 3)
+
+
+def test_an_output_on_a_read_only_file_system_says_read_only(capfd, person_video, tmp_path):
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here (needs root): {made.stderr.decode().strip()}")
+    try:
+        line = one_line_error_fd(capfd, ["--input", str(person_video), "--output", str(mount / "out.mp4"), "-q"])
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+    assert f"cannot write video {mount / 'out.mp4'}: read-only file system" in line
