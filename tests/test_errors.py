@@ -248,3 +248,17 @@ def test_an_output_on_a_read_only_file_system_says_read_only(capfd, person_video
     finally:
         subprocess.run(["umount", str(mount)], check=True)
     assert f"cannot write video {mount / 'out.mp4'}: read-only file system" in line
+
+
+@pytest.mark.parametrize("role", ["--input", "--bg"])
+def test_a_truncated_video_says_truncated_in_one_line_without_ffmpeg_lines(capfd, person_video, tmp_path, role):
+    whole = tmp_path / "whole.mp4"
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"mp4v"), 15, (160, 120))
+    for index in range(20):
+        writer.write(np.full((120, 160, 3), 10 * index, np.uint8))
+    writer.release()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])  # mp4v keeps its index (moov) at the end
+    argv = ["--input", str(cut)] if role == "--input" else ["--input", str(person_video), "--bg", str(cut)]
+    line = one_line_error_fd(capfd, [*argv, "--output", "null", "-q"])
+    assert f"cannot decode video {cut}" in line and "truncated" in line
