@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -262,3 +263,18 @@ def test_a_truncated_video_says_truncated_in_one_line_without_ffmpeg_lines(capfd
     argv = ["--input", str(cut)] if role == "--input" else ["--input", str(person_video), "--bg", str(cut)]
     line = one_line_error_fd(capfd, [*argv, "--output", "null", "-q"])
     assert f"cannot decode video {cut}" in line and "truncated" in line
+
+
+def test_a_fifo_as_background_or_input_frame_is_refused_without_waiting(person_video, tmp_path):
+    fifo = tmp_path / "beach.jpg"
+    os.mkfifo(fifo)  # nothing ever writes to it: opening it for reading would wait for good
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "000.png"), np.zeros((48, 64, 3), np.uint8))
+    os.mkfifo(frames / "001.png")
+    for argv, said in [(["--input", str(person_video), "--bg", str(fifo)], f"background {fifo} is a FIFO"),
+                       (["--input", str(frames)], f"image {frames / '001.png'} is a FIFO")]:
+        result = subprocess.run([sys.executable, "-m", "vbg", *argv, "--output", "null", "-q"],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert said in result.stderr.strip().splitlines()[-1] and "not a regular file" in result.stderr

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from vbg.errors import VbgError
+from vbg.files import read_regular
 from vbg.imaging import to_bgr
 
 log = logging.getLogger(__name__)
@@ -263,10 +264,7 @@ def _truncation(data: bytes) -> str:
 
 def read_image(path: Path) -> np.ndarray:
     """A BGR uint8 image from disk, or a :class:`VbgError` naming the file (a truncated one too)."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise VbgError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    data = read_regular(path, "image")
     truncated = _truncation(data)
     if truncated:
         raise VbgError(f"image {path} is truncated ({truncated}): an unfinished download or copy; "
