@@ -66,8 +66,8 @@ class ConfigWatcher:
                     self.reload()
                 except Exception as exc:  # noqa: BLE001 - one odd edit must not end hot reload for the run
                     log.error("config %s: applying it failed (%s: %s); keeping the last good settings and "
-                              "still watching", self.path, type(exc).__name__, exc, exc_info=log.isEnabledFor(
-                                  logging.DEBUG))
+                              "still watching", self.path, type(exc).__name__, exc)
+                    log.debug("the failure in full (-v):", exc_info=True)
 
     def reload(self) -> bool:
         """Apply the file as it is now; False (and a warning) if it is bad.
