@@ -134,9 +134,11 @@ def background_choices(settings: Settings) -> list[str]:
     choices = []
     if settings.backgrounds:
         folder = Path(settings.backgrounds).expanduser()
-        if folder.is_dir():
+        if folder.is_dir():  # regular files only (no FIFO), and no link pointing out of the folder
+            inside = folder.resolve()
             choices = [str(p) for p in sorted(folder.iterdir())
-                       if p.is_file() and (is_image_file(p) or p.suffix.lower() in VIDEO_SUFFIXES)]
+                       if p.is_file() and (is_image_file(p) or p.suffix.lower() in VIDEO_SUFFIXES)
+                       and p.resolve().is_relative_to(inside)]
     if settings.background and settings.background not in choices:
         choices.insert(0, settings.background)
     return choices
@@ -162,6 +164,9 @@ def background_path(settings: Settings) -> Path:
     if path.is_dir():
         raise VbgError(f"background {path} is a folder; pass one image or video file to --bg, "
                        "or the folder to --backgrounds to choose from it while running")
-    if not path.is_file():
+    if not path.exists():
         raise VbgError(f"background {path} does not exist; pass an image or video file to --bg")
+    if not path.is_file():
+        raise VbgError(f"background {path} is not a regular file (a pipe, socket or device); "
+                       "pass an image or video file to --bg")
     return path
