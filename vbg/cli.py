@@ -400,8 +400,47 @@ def _doctor(argv: Sequence[str]) -> int:
     return EXIT_ERROR if blocking else 0
 
 
+def _remote(command: str, argv: Sequence[str]) -> int:
+    """`vbg get`, `vbg set`, `vbg toggle`: the live settings of a running `vbg --serve`, for scripts
+    and desktop shortcuts (vbg.remote finds its port and token)."""
+    usage = {"get": ("[KEY]", "print the live settings as JSON, or one of them"),
+             "set": ("KEY=VALUE [KEY=VALUE ...]", "change live settings, e.g. `vbg set mode=blur blur=30`"),
+             "toggle": ("passthrough|mirror|unmix", "switch passthrough on or back off, or flip a true/false setting")}
+    words, description = usage[command]
+    parser = _Parser(prog=f"vbg {command}", description=f"{description[0].upper()}{description[1:]}, in the "
+                     "vbg --serve this user runs (found in its runtime folder; the most recent one unless --port).",
+                     epilog="example hotkey command: vbg toggle passthrough")
+    nargs = {"get": "?", "set": "+", "toggle": None}[command]
+    parser.add_argument("words", nargs=nargs, metavar=words)
+    parser.add_argument("--port", type=int, help="the vbg serving on this port (default: the most recently started)")
+    args = parser.parse_args(argv)
+    _configure_logging(False, True)
+
+    from vbg import remote
+
+    server = remote.find_server(args.port)
+    if command == "get":
+        state = remote.request_state(server)
+        if args.words is None:
+            print(json.dumps(state, ensure_ascii=False))
+        elif args.words in state:
+            print(json.dumps(state[args.words], ensure_ascii=False))
+        else:
+            raise VbgError(f"no such setting '{args.words}'; there are {', '.join(state)}")
+        return 0
+    if command == "set":
+        change = remote.parse_assignments(args.words)
+    else:
+        change = remote.toggled(remote.request_state(server), args.words)
+    state = remote.request_state(server, change)
+    print(" ".join(f"{key}={json.dumps(state.get(key), ensure_ascii=False)}" for key in change))
+    return 0
+
+
 SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
-    "models": _models, "eval": _eval, "bench": _bench, "doctor": _doctor}
+    "models": _models, "eval": _eval, "bench": _bench, "doctor": _doctor,
+    "get": lambda argv: _remote("get", argv), "set": lambda argv: _remote("set", argv),
+    "toggle": lambda argv: _remote("toggle", argv)}
 
 
 def _configure_logging(verbose: bool, quiet: bool) -> None:
