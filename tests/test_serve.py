@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -693,3 +694,71 @@ def test_faint_alpha_carries_no_colour(live):
         assert colour[faint].mean() < 4, colour[faint].mean()  # black (the room is 190-205)
     finally:
         watching.close()
+
+
+# -- control from a terminal (issue 19) ------------------------------------------------------------------
+
+def test_a_program_on_this_computer_may_change_settings_without_origin(live):
+    """curl -X POST -H 'Content-Type: application/json' -d '{"mode":"blur"}' http://127.0.0.1:PORT/api/state"""
+    status, answer = live.request("/api/state", b'{"mode": "color"}', {"Content-Type": "application/json"})
+    assert status == 200 and json.loads(answer)["mode"] == "color" and live.state()["mode"] == "color"
+    assert live.request("/api/state", b'{"mode": "blur"}', {"Content-Type": "text/plain"})[0] == 415
+    status, answer = json_post(live, b'{"mode": "blur"}', Origin="http://evil.example")
+    error = json.loads(answer)["error"]
+    assert status == 403 and f"send Origin: http://127.0.0.1:{live.server.port}" in error and "no Origin" in error
+    assert live.state()["mode"] == "color"  # neither changed anything
+    port = live.server.port
+    for origin in (f"http://localhost:{port}", f"http://[::1]:{port}", f"http://127.0.0.1:{port}/",
+                   f"HTTP://LOCALHOST:{port}"):  # this server under each of its own names
+        assert json_post(live, b'{"mirror": true}', Origin=origin)[0] == 200, origin
+
+
+def test_the_page_sets_no_cookie_and_scripts_may_send_the_token_as_a_header(person_loop):
+    guarded = Live(person_loop, Settings(output="null", serve=True), token="s3cret")
+    try:
+        request = urllib.request.Request(guarded.base + "/?token=s3cret")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200 and "Set-Cookie" not in response.headers  # no other local server gets it
+        status, _ = guarded.request("/api/state", b'{"mode": "color"}',
+                                    {"Content-Type": "application/json", "X-Vbg-Token": "s3cret"})
+        assert status == 200
+        status, answer = guarded.request("/api/state")
+        assert status == 403 and "X-Vbg-Token" in json.loads(answer)["error"]
+    finally:
+        guarded.close()
+
+
+def vbg_command(*words: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vbg", *words], capture_output=True, text=True, timeout=60, env=env)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])  # without a token, and with one
+def test_vbg_set_get_and_toggle_drive_the_running_vbg(person_loop, backgrounds, tmp_path, monkeypatch, host):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
+    assert "no running `vbg --serve` found" in vbg_command("get", env=env).stderr
+    running = Live(person_loop, Settings(output="null", serve=True, backgrounds=str(backgrounds)), host=host)
+    try:
+        record = next((tmp_path / "vbg").glob("server-*.json"))
+        assert record.stat().st_mode & 0o777 == 0o600  # it may hold the token
+        assert (running.server.token is not None) == (host == "0.0.0.0")
+
+        done = vbg_command("set", "mode=image", "background=red.png", "blur=30", env=env)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ['mode="image"', 'background="red.png"', "blur=30"]
+        state = running.state() if running.server.token is None else json.loads(
+            running.request(f"/api/state?token={running.server.token}")[1])
+        assert (state["mode"], state["background"], state["blur"]) == ("image", "red.png", 30)
+
+        assert vbg_command("toggle", "passthrough", env=env).stdout.strip() == 'mode="passthrough"'
+        assert vbg_command("toggle", "passthrough", env=env).stdout.strip() == 'mode="image"'  # back to where it was
+        assert vbg_command("toggle", "mirror", env=env).stdout.strip() == "mirror=true"
+        assert json.loads(vbg_command("get", "mirror", env=env).stdout) is True
+        assert json.loads(vbg_command("get", env=env).stdout)["blur"] == 30
+
+        done = vbg_command("set", "blurr=5", env=env)
+        assert done.returncode == 1 and "no such setting 'blurr': did you mean 'blur'?" in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
+    finally:
+        running.close()
+    assert not list((tmp_path / "vbg").glob("server-*.json"))  # removed when it stopped

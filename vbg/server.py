@@ -336,7 +336,7 @@ class ControlServer:
             self._files.shutdown()
             raise _port_error(host, port, exc) from None
         pipeline.taps.append(self.stream.offer)
-        self._server_file = ServerFile.write(self.url, self.token)  # how `vbg set` finds this server
+        self._server_file = ServerFile.write(self.local_url, self.token)  # how `vbg set` finds this server
         log.debug("serving on %s port %d", host, self.port)
 
     async def _open(self, host: str, port: int) -> int:
@@ -358,6 +358,12 @@ class ControlServer:
         if ":" in host:
             host = f"[{host.strip('[]')}]"
         return f"http://{host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
+
+    @property
+    def local_url(self) -> str:
+        """The address programs on this computer reach the server at (no token in it)."""
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        return f"http://[{host.strip('[]')}]:{self.port}/" if ":" in host else f"http://{host}:{self.port}/"
 
     @property
     def obs_url(self) -> str:
