@@ -31,6 +31,8 @@ examples:
                                            (edits to the file apply while vbg runs)
   vbg --serve --backgrounds ~/Pictures/bg  a control page at http://127.0.0.1:8765/ and an OBS
                                            browser source with real alpha at /obs
+  vbg set mode=blur                        change a running `vbg --serve` (also: vbg get,
+                                           vbg toggle passthrough; for scripts and hotkeys)
   vbg models list                          the models vbg can run
   vbg doctor                               what stands between this machine and a working call
 
@@ -125,7 +127,7 @@ def _run_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="vbg", description="Real-time virtual background: camera → portrait matting → virtual camera. "
         "Other commands: `vbg doctor` (what a working call still needs), `vbg models {list,pull,path}`, "
-        "`vbg eval DIR`, `vbg bench`.",
+        "`vbg eval DIR`, `vbg bench`, `vbg get`/`set`/`toggle` (a running vbg --serve).",
         epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_argument_group("source")
     source.add_argument("--camera", metavar="N|PATH", help="camera index or device path (default 0)")
