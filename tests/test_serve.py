@@ -743,8 +743,14 @@ def test_vbg_set_get_and_toggle_drive_the_running_vbg(person_loop, backgrounds, 
         assert record.stat().st_mode & 0o777 == 0o600  # it may hold the token
         assert (running.server.token is not None) == (host == "0.0.0.0")
 
+        pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
+        stale = tmp_path / "vbg" / f"server-{pid}.json"  # left by a vbg that was killed, and newer
+        stale.write_text(json.dumps({"url": "http://127.0.0.1:1/", "token": None, "pid": pid}))
+        os.utime(stale, (time.time() + 60, time.time() + 60))
+
         done = vbg_command("set", "mode=image", "background=red.png", "blur=30", env=env)
         assert done.returncode == 0, done.stderr
+        assert not stale.exists()
         assert done.stdout.split() == ['mode="image"', 'background="red.png"', "blur=30"]
         state = running.state() if running.server.token is None else json.loads(
             running.request(f"/api/state?token={running.server.token}")[1])

@@ -80,17 +80,19 @@ class ServerFile:
 
 def running_servers() -> list[ServerFile]:
     """The servers of this user's running vbgs, the most recently started first."""
-    folder = runtime_dir()
     found = []
-    for path in sorted(folder.glob("server-*.json"), key=lambda p: p.stat().st_mtime, reverse=True):
+    for path in runtime_dir().glob("server-*.json"):
         try:
+            started = path.stat().st_mtime
             data = json.loads(path.read_text("utf-8"))
             record = ServerFile(str(data["url"]), data["token"], int(data["pid"]), path)
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if _alive(record.pid):
-            found.append(record)
-    return found
+            found.append((started, record))
+        else:  # left by a vbg that was killed
+            path.unlink(missing_ok=True)
+    return [record for _, record in sorted(found, key=lambda item: item[0], reverse=True)]
 
 
 def find_server(port: int | None = None) -> ServerFile:
