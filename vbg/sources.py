@@ -276,7 +276,7 @@ def open_regular(path: Path, what: str) -> int:
     return fd
 
 
-def image_size(file) -> tuple[int, int]:
+def image_size(file: BinaryIO) -> tuple[int, int]:
     """(width, height) from an open image file's header, read by Pillow without decoding the pixels."""
     with warnings.catch_warnings():  # Pillow's bomb warning: the caller applies its own, lower limit
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
