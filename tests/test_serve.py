@@ -530,9 +530,9 @@ def test_twenty_compressed_viewers_cost_the_pipeline_nothing(live, monkeypatch):
             v.close()
 
 
-def raw_status_and_closed(port: int, data: bytes) -> tuple[bytes, bool]:
-    """The status line a raw request gets, and whether the server then closed the connection."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+def raw_status_and_closed(port: int, data: bytes, wait: float = 5.0) -> tuple[bytes, bool]:
+    """The status line a raw request gets, and whether the server closed the connection within ``wait`` s."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
         sock.sendall(data)
         reply = b""
         try:
@@ -558,7 +558,7 @@ def test_refused_requests_close_their_connection(person_loop):
                         handshake.format(host=own, origin="http://evil.example")):  # foreign Origin
             status, closed = raw_status_and_closed(port, request.encode())
             assert b" 403 " in status and closed, request
-        status, closed = raw_status_and_closed(port, f"GET /api/state?token=s3cret HTTP/1.1\r\n{own}\r\n".encode())
+        status, closed = raw_status_and_closed(port, f"GET /api/state?token=s3cret HTTP/1.1\r\n{own}\r\n".encode(), 1)
         assert b" 200 " in status and not closed  # an accepted request keeps its connection (keep-alive)
     finally:
         guarded.close()
