@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import json
 import logging
 import re
@@ -405,12 +406,12 @@ def _doctor(argv: Sequence[str]) -> int:
 def _remote(command: str, argv: Sequence[str]) -> int:
     """`vbg get`, `vbg set`, `vbg toggle`: the live settings of a running `vbg --serve`, for scripts
     and desktop shortcuts (vbg.remote finds its port and token)."""
-    usage = {"get": ("[KEY]", "print the live settings as JSON, or one of them"),
-             "set": ("KEY=VALUE [KEY=VALUE ...]", "change live settings, e.g. `vbg set mode=blur blur=30`"),
-             "toggle": ("passthrough|mirror|unmix", "switch passthrough on or back off, or flip a true/false setting")}
+    usage = {"get": ("[KEY]", "Print the live settings as JSON, or one of them"),
+             "set": ("KEY=VALUE [KEY=VALUE ...]", "Change live settings, e.g. `vbg set mode=blur blur=30`"),
+             "toggle": ("passthrough|mirror|unmix", "Switch passthrough on or back off, or flip a true/false setting")}
     words, description = usage[command]
-    parser = _Parser(prog=f"vbg {command}", description=f"{description[0].upper()}{description[1:]}, in the "
-                     "vbg --serve this user runs (found in its runtime folder; the most recent one unless --port).",
+    parser = _Parser(prog=f"vbg {command}", description=f"{description}, in the vbg --serve this user runs "
+                     "(found in its runtime folder; the most recent one unless --port).",
                      epilog="example hotkey command: vbg toggle passthrough")
     nargs = {"get": "?", "set": "+", "toggle": None}[command]
     parser.add_argument("words", nargs=nargs, metavar=words)
@@ -441,8 +442,8 @@ def _remote(command: str, argv: Sequence[str]) -> int:
 
 SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "models": _models, "eval": _eval, "bench": _bench, "doctor": _doctor,
-    "get": lambda argv: _remote("get", argv), "set": lambda argv: _remote("set", argv),
-    "toggle": lambda argv: _remote("toggle", argv)}
+    "get": functools.partial(_remote, "get"), "set": functools.partial(_remote, "set"),
+    "toggle": functools.partial(_remote, "toggle")}
 
 
 def _configure_logging(verbose: bool, quiet: bool) -> None:
