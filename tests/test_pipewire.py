@@ -1,0 +1,308 @@
+"""The PipeWire camera against a real PipeWire daemon and WirePlumber of the tests' own (a private
+session D-Bus and XDG_RUNTIME_DIR), read back by GStreamer's pipewiresrc as a browser reads it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vbg import Settings
+from vbg.errors import VbgError
+from vbg.pipeline import build
+from vbg.pipewire import consumers_of, dump, nodes_named
+from vbg.sinks import output_names
+
+pytestmark = pytest.mark.pipewire
+
+ORANGE = "#ff8000"  # R 255, G 128, B 0: every channel different, so a swapped order shows
+ORANGE_BGR = (0, 128, 255)
+DEBIAN_PACKAGES = "pipewire wireplumber pipewire-bin dbus gstreamer1.0-tools gstreamer1.0-pipewire"
+
+
+def _missing() -> str | None:
+    """Why the real PipeWire tests cannot run here, or None."""
+    tools = [t for t in ("pipewire", "wireplumber", "pw-dump", "dbus-daemon", "gst-launch-1.0") if not shutil.which(t)]
+    if tools:
+        return f"{', '.join(tools)} not installed (Debian: apt install {DEBIAN_PACKAGES})"
+    try:
+        import gi
+
+        gi.require_version("Gst", "1.0")
+        from gi.repository import Gst
+    except (ImportError, ValueError) as exc:
+        return f"PyGObject with GStreamer is not importable ({exc}): pip install -e '.[pipewire]'"
+    Gst.init(None)
+    if Gst.ElementFactory.find("pipewiresink") is None:
+        return "GStreamer's pipewiresink is missing (apt install gstreamer1.0-pipewire)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def pipewire_session(tmp_path_factory):
+    """A PipeWire daemon and WirePlumber on a session bus of their own; this process and the
+    vbg processes a test starts talk to it (its environment is set for the module)."""
+    reason = _missing()
+    if reason:
+        pytest.skip(reason)
+    runtime = tmp_path_factory.mktemp("xdg-runtime")
+    runtime.chmod(0o700)
+    logs = tmp_path_factory.mktemp("pipewire-logs")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPEWIRE_", "DBUS_SESSION"))}
+    env["XDG_RUNTIME_DIR"] = str(runtime)
+    bus = subprocess.run(["dbus-daemon", "--session", "--fork", "--print-address=1", "--print-pid=1"],
+                         capture_output=True, text=True, env=env, timeout=30, check=True)
+    address, bus_pid = bus.stdout.split()[:2]
+    env["DBUS_SESSION_BUS_ADDRESS"] = address
+    daemons = []
+    saved = {k: os.environ.get(k) for k in ("XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS", "PIPEWIRE_REMOTE")}
+    try:
+        for program in ("pipewire", "wireplumber"):
+            daemons.append(subprocess.Popen([program], env=env, stdin=subprocess.DEVNULL,
+                                            stdout=(logs / f"{program}.log").open("w"), stderr=subprocess.STDOUT))
+            if program == "pipewire":
+                assert _wait(lambda: (runtime / "pipewire-0").is_socket(), 15), "pipewire made no socket"
+        os.environ.pop("PIPEWIRE_REMOTE", None)
+        os.environ.update(XDG_RUNTIME_DIR=env["XDG_RUNTIME_DIR"], DBUS_SESSION_BUS_ADDRESS=address)
+        assert _wait(lambda: any(((o.get("info") or {}).get("props") or {}).get("application.name") == "WirePlumber"
+                                 for o in dump()), 20), "WirePlumber did not connect"
+        yield env
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        for daemon in reversed(daemons):
+            daemon.terminate()
+            try:
+                daemon.wait(10)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+        os.kill(int(bus_pid), signal.SIGTERM)
+
+
+def _wait(check, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+class Reader:
+    """A PipeWire camera reader: pipewiresrc converting to BGR frames of ``size``, as a call app gets them."""
+
+    def __init__(self, node: str, size: tuple[int, int], env: dict) -> None:
+        self.size, self.frames, self.first_at = size, [], None
+        self.started = time.monotonic()
+        self._process = subprocess.Popen(
+            ["gst-launch-1.0", "-q", "pipewiresrc", f"target-object={node}", "!", "videoconvert", "!",
+             f"video/x-raw,format=BGR,width={size[0]},height={size[1]}", "!", "fdsink", "fd=1"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        width, height = self.size
+        while True:
+            data = self._process.stdout.read(width * height * 3)
+            if len(data) < width * height * 3:
+                return
+            if self.first_at is None:
+                self.first_at = time.monotonic()
+            self.frames.append(np.frombuffer(data, np.uint8).reshape(height, width, 3))
+
+    def wait_frames(self, count: int, seconds: float = 30) -> list[np.ndarray]:
+        _wait(lambda: len(self.frames) >= count, seconds)
+        return list(self.frames)
+
+    def close(self) -> None:
+        self._process.terminate()
+        self._process.wait(10)
+        self._thread.join(5)
+
+
+def _vbg(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "vbg", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=log.open("w"))
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def _node_appears(name: str, seconds: float = 60) -> bool:
+    return _wait(lambda: bool(nodes_named(name, dump())), seconds)
+
+
+def _background_and_person(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean colour of the wall at the clip's left and right edges, and of the astronaut's face."""
+    wall = np.concatenate([frame[20:340, 10:100].reshape(-1, 3), frame[20:340, 560:630].reshape(-1, 3)])
+    return wall.mean(axis=0), frame[50:120, 270:340].reshape(-1, 3).mean(axis=0)
+
+
+def test_the_pipewire_camera_shows_the_person_over_the_new_background(pipewire_session, person_video,
+                                                                       default_model_path, tmp_path):
+    vbg = _vbg(["--input", str(person_video), "--loop", "--color", ORANGE, "--output", "pipewire"],
+               pipewire_session, tmp_path / "vbg.log")
+    try:
+        assert _node_appears("vbg"), (tmp_path / "vbg.log").read_text()
+        node = next(o for o in dump() if o.get("type", "").endswith(":Node")
+                    and o["info"]["props"].get("node.name") == "vbg")
+        assert node["info"]["props"]["media.class"] == "Video/Source"
+        assert node["info"]["props"]["media.role"] == "Camera"
+        reader = Reader("vbg", (640, 360), pipewire_session)
+        try:
+            frames = reader.wait_frames(20)
+        finally:
+            reader.close()
+    finally:
+        _stop(vbg)
+    assert len(frames) >= 20, (tmp_path / "vbg.log").read_text()
+    wall, face = _background_and_person(frames[-1])
+    assert np.abs(wall - ORANGE_BGR).max() < 12, f"background {wall} is not {ORANGE_BGR} (BGR)"
+    assert np.abs(face - ORANGE_BGR).max() > 60, f"the person's face {face} was replaced by the background"
+    assert vbg.returncode == 0
+
+
+def test_nobody_linked_pauses_and_a_reader_resumes(pipewire_session, person_video, default_model_path, tmp_path):
+    log = tmp_path / "vbg.log"
+    vbg = _vbg(["--input", str(person_video), "--loop", "--color", ORANGE, "--output", "pipewire",
+                "--pipewire-name", "vbg-idle"], pipewire_session, log)
+    try:
+        assert _node_appears("vbg-idle"), log.read_text()
+        assert _wait(lambda: "nobody is watching" in log.read_text(), 30), log.read_text()
+        reader = Reader("vbg-idle", (640, 360), pipewire_session)
+        try:
+            assert _wait(lambda: "a viewer is back" in log.read_text(), 10), log.read_text()
+            resumed_s = time.monotonic() - reader.started
+            frames = reader.wait_frames(10)
+            first_frame_s = reader.first_at - reader.started
+        finally:
+            reader.close()
+        left = time.monotonic()
+        assert _wait(lambda: log.read_text().count("nobody is watching") >= 2, 10), log.read_text()
+        paused_s = time.monotonic() - left
+        # a second reader after the first left gets frames too (a fresh pool each time)
+        again = Reader("vbg-idle", (640, 360), pipewire_session)
+        try:
+            assert len(again.wait_frames(5)) >= 5
+        finally:
+            again.close()
+    finally:
+        _stop(vbg)
+    print(f"PipeWire: resumed {resumed_s:.2f} s after a reader started, its first frame after "
+          f"{first_frame_s:.2f} s; paused again {paused_s:.2f} s after it left")
+    assert len(frames) >= 10
+    assert resumed_s < 5 and paused_s < 5
+
+
+def test_the_virtual_camera_and_pipewire_at_once(pipewire_session, recording_vcam, person_video,
+                                                  default_model_path):
+    from vbg.sources import open_input
+
+    settings = Settings(output="vcam,pipewire", vcam_backend="recording", mode="color", color=ORANGE,
+                        pipewire_name="vbg-both", frames=150)
+    pipeline = build(settings, open_input(str(person_video), loop=True, paced=True))
+    running = threading.Thread(target=pipeline.run, daemon=True)
+    running.start()
+    try:
+        reader = Reader("vbg-both", (640, 360), pipewire_session)
+        try:
+            frames = reader.wait_frames(5)
+        finally:
+            reader.close()
+        running.join(60)
+    finally:
+        pipeline.abort()
+        pipeline.close()
+    (camera,) = recording_vcam
+    assert len(frames) >= 5 and len(camera.frames) >= 100
+    for image in (frames[-1], camera.images()[-1]):
+        wall, _ = _background_and_person(image)
+        assert np.abs(wall - ORANGE_BGR).max() < 12
+
+
+def test_the_default_output_is_pipewire_where_there_is_no_v4l2loopback(pipewire_session, person_video, tmp_path):
+    if Path("/sys/module/v4l2loopback").is_dir():
+        pytest.skip("v4l2loopback is loaded here: the default output is its device")
+    log = tmp_path / "vbg.log"
+    vbg = _vbg(["--input", str(person_video), "--loop", "--mode", "passthrough", "--pipewire-name", "vbg-auto"],
+               pipewire_session, log)
+    try:
+        assert _node_appears("vbg-auto"), log.read_text()
+    finally:
+        _stop(vbg)
+    assert "no v4l2loopback device: the output is a PipeWire camera" in log.read_text()
+
+
+def _one_line(args: list[str], env: dict) -> str:
+    result = subprocess.run([sys.executable, "-m", "vbg", *args], env=env, capture_output=True, text=True,
+                            timeout=60)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def test_a_node_name_that_is_taken_is_one_line(pipewire_session, person_video):
+    other = subprocess.Popen(["gst-launch-1.0", "-q", "videotestsrc", "is-live=true", "!", "pipewiresink",
+                              "mode=provide", "stream-properties=props,media.class=Video/Source,node.name=taken"],
+                             env=pipewire_session, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert _node_appears("taken", 15)
+        line = _one_line(["--input", str(person_video), "--output", "pipewire", "--pipewire-name", "taken"],
+                         pipewire_session)
+    finally:
+        other.terminate()
+        other.wait(10)
+    assert "a PipeWire node named 'taken' exists already" in line and "--pipewire-name" in line
+
+
+def test_a_missing_pipewiresink_plugin_names_the_package(pipewire_session, person_video, tmp_path):
+    env = {**pipewire_session, "GST_PLUGIN_SYSTEM_PATH_1_0": str(tmp_path), "GST_PLUGIN_PATH_1_0": "",
+           "GST_REGISTRY_1_0": str(tmp_path / "registry.bin")}
+    line = _one_line(["--input", str(person_video), "--output", "pipewire"], env)
+    assert "pipewiresink element is missing: `sudo apt install gstreamer1.0-pipewire`" in line
+
+
+def test_no_pipewire_daemon_is_one_line(person_video, tmp_path):
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
+    env.pop("PIPEWIRE_REMOTE", None)
+    line = _one_line(["--input", str(person_video), "--output", "pipewire"], env)
+    assert "no PipeWire daemon runs in this session" in line and "systemctl --user start pipewire" in line
+
+
+def test_no_camera_of_either_kind_names_both_fixes(person_video, tmp_path):
+    if Path("/sys/module/v4l2loopback").is_dir():
+        pytest.skip("v4l2loopback is loaded here")
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
+    line = _one_line(["--input", str(person_video)], env)
+    assert "sudo modprobe v4l2loopback" in line and "systemctl --user start pipewire" in line
+
+
+def test_outputs_are_listed_once_each():
+    assert output_names(["vcam,pipewire", "out.mp4"]) == ["vcam", "pipewire", "out.mp4"]
+    with pytest.raises(VbgError, match="names pipewire twice"):
+        output_names("pipewire,vcam,pipewire")
+
+
+def test_the_consumer_count_reads_links_out_of_the_node():
+    graph = [{"id": 7, "type": "PipeWire:Interface:Node", "info": {"props": {"node.name": "vbg"}}},
+             {"id": 9, "type": "PipeWire:Interface:Link", "info": {"output-node-id": 7, "input-node-id": 8}},
+             {"id": 10, "type": "PipeWire:Interface:Link", "info": {"output-node-id": 3, "input-node-id": 7}}]
+    assert nodes_named("vbg", graph) == [7]
+    assert consumers_of(7, graph) == 1
