@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vbg import Settings
+from vbg import Settings, doctor
+from vbg.config import load_settings
 from vbg.errors import VbgError
 from vbg.pipeline import build
 from vbg.pipewire import consumers_of, dump, nodes_named
@@ -294,10 +295,34 @@ def test_no_camera_of_either_kind_names_both_fixes(person_video, tmp_path):
     assert "sudo modprobe v4l2loopback" in line and "systemctl --user start pipewire" in line
 
 
+def test_doctor_on_the_real_pipewire(pipewire_session, tmp_path):
+    from test_doctor import fake_system
+
+    sys_root, dev_root = fake_system(tmp_path, loaded=False)  # no v4l2loopback: PipeWire is the way
+    checks = {c.name: c for c in doctor.run_checks(sys_root=sys_root, dev_root=dev_root, port=0)}
+    for name in ("PipeWire", "session manager", "PipeWire output"):
+        assert checks[name].status == doctor.OK, checks[name].line()
+    assert "WirePlumber" in checks["session manager"].found
+    # the default output falls back to PipeWire, so v4l2loopback missing no longer blocks vbg
+    assert checks["virtual camera"].status == doctor.WARN and "PipeWire camera instead" in checks["virtual camera"].found
+    portal = checks["camera portal"]  # here: xdg-desktop-portal without a backend, or none at all
+    assert portal.status == doctor.OK or ("Flatpak" in portal.found and "xdg-desktop-portal" in portal.fix)
+
+
 def test_outputs_are_listed_once_each():
     assert output_names(["vcam,pipewire", "out.mp4"]) == ["vcam", "pipewire", "out.mp4"]
     with pytest.raises(VbgError, match="names pipewire twice"):
         output_names("pipewire,vcam,pipewire")
+
+
+def test_a_config_file_lists_several_outputs(tmp_path):
+    config = tmp_path / "both.toml"
+    config.write_text('output = ["vcam", "pipewire"]\npipewire_name = "studio"\n')
+    settings = load_settings(config)
+    assert output_names(settings.output) == ["vcam", "pipewire"] and settings.pipewire_name == "studio"
+    config.write_text("output = []\n")
+    with pytest.raises(VbgError, match="setting 'output' must be"):
+        load_settings(config)
 
 
 def test_the_consumer_count_reads_links_out_of_the_node():

@@ -93,7 +93,7 @@ def consumers_of(node_id: int, graph: list[dict]) -> int:
                and (obj.get("info") or {}).get("output-node-id") == node_id)
 
 
-def _gstreamer():
+def gstreamer():
     """GStreamer through PyGObject, initialised, with its PipeWire plugin; or the install line."""
     try:
         import gi
@@ -127,7 +127,7 @@ class PipeWireSink:
         if taken:
             raise VbgError(f"a PipeWire node named '{name}' exists already (id {taken[0]}; another vbg?); "
                            "stop it, or name this one with --pipewire-name NAME")
-        self._gst = _gstreamer()
+        self._gst = gstreamer()
         self.size, self.fps, self.node_name = size, fps, name
         self.name = f"PipeWire camera '{name}'"
         self._lock = threading.Lock()
