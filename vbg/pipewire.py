@@ -135,7 +135,7 @@ class PipeWireSink:
         self._consumers: int | None = None
         self._restart = False
         self._start()
-        self._node_id = self._wait_for_node()
+        self._wait_for_node()
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll_consumers, name="pipewire-consumers", daemon=True)
         self._poller.start()
@@ -197,14 +197,13 @@ class PipeWireSink:
         self._error = error.message
         log.debug("PipeWire camera: %s", error.message)
 
-    def _wait_for_node(self) -> int:
+    def _wait_for_node(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self._error:
                 break
-            ids = nodes_named(self.node_name, dump())
-            if ids:
-                return ids[0]
+            if nodes_named(self.node_name, dump()):
+                return
             time.sleep(0.05)
         self._pipeline.set_state(self._gst.State.NULL)
         raise VbgError(f"the PipeWire camera '{self.node_name}' did not appear within {START_TIMEOUT_S:g} s"
@@ -244,7 +243,8 @@ class PipeWireSink:
             if ok != self._gst.FlowReturn.OK:
                 return True  # no reader linked, or all buffers with the reader: this frame is dropped
             buffer.fill(0, cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes())
-            # No timestamp: pipewiresink 0.3.65 stops handing buffers back once they carry one.
+            # No timestamp: with appsrc's do-timestamp, pipewiresink 0.3.65 was seen to get only its
+            # first 16 buffers back from the reader; without, they cycle.
             buffer.pts = self._gst.CLOCK_TIME_NONE
             self._src.emit("push-buffer", buffer)
         return True

@@ -1,4 +1,5 @@
-"""Frame sinks: the virtual camera, a video file, a preview window, nothing.
+"""Frame sinks: the virtual camera, the PipeWire camera (:mod:`vbg.pipewire`), a video file, a
+preview window, nothing.
 
 Every sink has the same small surface (:class:`Sink`): ``write(frame)`` takes one BGR
 uint8 frame of the output size and returns False when the person asked to stop
