@@ -169,11 +169,16 @@ def test_the_pipewire_camera_shows_the_person_over_the_new_background(pipewire_s
         reader = Reader("vbg", (640, 360), pipewire_session)
         try:
             frames = reader.wait_frames(20)
+            node = next(o for o in dump() if o["id"] == node["id"])
         finally:
             reader.close()
     finally:
         _stop(vbg)
     assert len(frames) >= 20, (tmp_path / "vbg.log").read_text()
+    # what the reader and vbg agreed on: the clip's size and rate, in the format every reader takes
+    [negotiated] = node["info"]["params"]["Format"]
+    assert (negotiated["format"], negotiated["size"]) == ("I420", {"width": 640, "height": 360})
+    assert negotiated["framerate"]["num"] / negotiated["framerate"]["denom"] == 30
     wall, face = _background_and_person(frames[-1])
     assert np.abs(wall - ORANGE_BGR).max() < 12, f"background {wall} is not {ORANGE_BGR} (BGR)"
     assert np.abs(face - ORANGE_BGR).max() > 60, f"the person's face {face} was replaced by the background"
@@ -310,7 +315,10 @@ def test_doctor_on_the_real_pipewire(pipewire_session, tmp_path):
 
 
 def test_outputs_are_listed_once_each():
-    assert output_names(["vcam,pipewire", "out.mp4"]) == ["vcam", "pipewire", "out.mp4"]
+    from vbg.cli import _run_parser
+
+    repeated = _run_parser().parse_args(["--output", "vcam,pipewire", "--output", "out.mp4"]).output
+    assert output_names(repeated) == ["vcam", "pipewire", "out.mp4"]
     with pytest.raises(VbgError, match="names pipewire twice"):
         output_names("pipewire,vcam,pipewire")
 
