@@ -285,6 +285,14 @@ def test_a_missing_pipewiresink_plugin_names_the_package(pipewire_session, perso
     assert "pipewiresink element is missing: `sudo apt install gstreamer1.0-pipewire`" in line
 
 
+def test_pygobject_missing_names_the_extra(pipewire_session, person_video, tmp_path):
+    (tmp_path / "gi").mkdir()  # an import of gi that fails, as where PyGObject is not installed
+    (tmp_path / "gi" / "__init__.py").write_text("raise ImportError('No module named gi')\n")
+    line = _one_line(["--input", str(person_video), "--output", "pipewire"],
+                     {**pipewire_session, "PYTHONPATH": str(tmp_path)})
+    assert "needs PyGObject, which is not installed" in line and "pip install -e '.[pipewire]'" in line
+
+
 def test_no_pipewire_daemon_is_one_line(person_video, tmp_path):
     env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
     env.pop("PIPEWIRE_REMOTE", None)
