@@ -37,8 +37,8 @@ examples:
 The virtual camera needs v4l2loopback on Linux:
   sudo modprobe v4l2loopback devices=1 video_nr=10 card_label=vbg exclusive_caps=1
 then pick "vbg" as the camera in your call app. Without it, where PipeWire runs, vbg is a
-PipeWire camera instead (browsers with PipeWire camera support, OBS; see the README). The first run downloads the model (26 MB)
-and makes its int8 version once (a minute or two).
+PipeWire camera instead (browsers with PipeWire camera support, OBS; see the README).
+The first run downloads the model (26 MB) and makes its int8 version once (a minute or two).
 """
 
 

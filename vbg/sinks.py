@@ -21,6 +21,7 @@ import numpy as np
 import pyvirtualcam
 
 from vbg.errors import VbgError
+from vbg.pipewire import PIPEWIRE_START, PipeWireSink, daemon_running
 
 log = logging.getLogger(__name__)
 
@@ -200,9 +201,6 @@ class NullSink:
         pass
 
 
-OUTPUT_WORDS = ("auto", "vcam", "pipewire", "null")
-
-
 def output_names(output: str | list[str]) -> list[str]:
     """``--output`` as a list: repeated options and comma-separated words (``vcam,pipewire``)."""
     items = [output] if isinstance(output, str) else list(output)
@@ -243,8 +241,6 @@ def open_output(output: str, size: tuple[int, int], fps: float, *, vcam_device: 
     if output == "vcam":
         return VirtualCameraSink(size, fps, device=vcam_device, backend=vcam_backend)
     if output == "pipewire":
-        from vbg.pipewire import PipeWireSink  # GStreamer loads only for this output
-
         return PipeWireSink(size, fps, name=pipewire_name)
     if output == "null":
         return NullSink()
@@ -255,15 +251,13 @@ def _default_camera(size: tuple[int, int], fps: float, vcam_device: str | None, 
                     pipewire_name: str) -> Sink:
     """The default output: the virtual camera device where there is one (or one was named), else
     a PipeWire camera where a PipeWire daemon runs, else the error naming both set-ups."""
-    from vbg import pipewire
-
     try:
         return VirtualCameraSink(size, fps, device=vcam_device, backend=vcam_backend)
     except VbgError as exc:
         if vcam_device or vcam_backend or not sys.platform.startswith("linux"):
             raise
-        if not pipewire.daemon_running():
-            raise VbgError(f"{exc}; or start PipeWire (`{pipewire.PIPEWIRE_START}`) for a PipeWire camera") from None
-        log.info("no v4l2loopback device: the output is a PipeWire camera")
+        if not daemon_running():
+            raise VbgError(f"{exc}; or start PipeWire (`{PIPEWIRE_START}`) for a PipeWire camera") from None
+        log.info("no v4l2loopback camera opened (`vbg doctor` says why): the output is a PipeWire camera")
         log.debug("v4l2loopback: %s", exc)
-    return pipewire.PipeWireSink(size, fps, name=pipewire_name)
+    return PipeWireSink(size, fps, name=pipewire_name)
