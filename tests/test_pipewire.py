@@ -3,6 +3,7 @@ session D-Bus and XDG_RUNTIME_DIR), read back by GStreamer's pipewiresrc as a br
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -47,35 +49,32 @@ def _missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def pipewire_session(tmp_path_factory):
-    """A PipeWire daemon and WirePlumber on a session bus of their own; this process and the
-    vbg processes a test starts talk to it (its environment is set for the module)."""
-    reason = _missing()
-    if reason:
-        pytest.skip(reason)
-    runtime = tmp_path_factory.mktemp("xdg-runtime")
-    runtime.chmod(0o700)
-    logs = tmp_path_factory.mktemp("pipewire-logs")
+@contextlib.contextmanager
+def private_pipewire(folder: Path) -> Iterator[tuple[dict, list[subprocess.Popen]]]:
+    """A PipeWire daemon and WirePlumber on a session bus of their own, under ``folder``; this
+    process talks to them while the context lasts, and so do the processes given its environment.
+    Yields (that environment, [pipewire, wireplumber])."""
+    runtime = folder / "xdg-runtime"
+    runtime.mkdir(mode=0o700)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPEWIRE_", "DBUS_SESSION"))}
     env["XDG_RUNTIME_DIR"] = str(runtime)
     bus = subprocess.run(["dbus-daemon", "--session", "--fork", "--print-address=1", "--print-pid=1"],
                          capture_output=True, text=True, env=env, timeout=30, check=True)
     address, bus_pid = bus.stdout.split()[:2]
     env["DBUS_SESSION_BUS_ADDRESS"] = address
-    daemons = []
+    daemons: list[subprocess.Popen] = []
     saved = {k: os.environ.get(k) for k in ("XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS", "PIPEWIRE_REMOTE")}
     try:
         for program in ("pipewire", "wireplumber"):
             daemons.append(subprocess.Popen([program], env=env, stdin=subprocess.DEVNULL,
-                                            stdout=(logs / f"{program}.log").open("w"), stderr=subprocess.STDOUT))
+                                            stdout=(folder / f"{program}.log").open("w"), stderr=subprocess.STDOUT))
             if program == "pipewire":
                 assert _wait(lambda: (runtime / "pipewire-0").is_socket(), 15), "pipewire made no socket"
         os.environ.pop("PIPEWIRE_REMOTE", None)
         os.environ.update(XDG_RUNTIME_DIR=env["XDG_RUNTIME_DIR"], DBUS_SESSION_BUS_ADDRESS=address)
         assert _wait(lambda: any(((o.get("info") or {}).get("props") or {}).get("application.name") == "WirePlumber"
                                  for o in dump()), 20), "WirePlumber did not connect"
-        yield env
+        yield env, daemons
     finally:
         for key, value in saved.items():
             if value is None:
@@ -89,6 +88,16 @@ def pipewire_session(tmp_path_factory):
             except subprocess.TimeoutExpired:
                 daemon.kill()
         os.kill(int(bus_pid), signal.SIGTERM)
+
+
+@pytest.fixture(scope="module")
+def pipewire_session(tmp_path_factory):
+    """The module's private PipeWire session (see :func:`private_pipewire`); its environment."""
+    reason = _missing()
+    if reason:
+        pytest.skip(reason)
+    with private_pipewire(tmp_path_factory.mktemp("pipewire")) as (env, _):
+        yield env
 
 
 def _wait(check, seconds: float) -> bool:
@@ -347,3 +356,23 @@ def test_the_consumer_count_reads_links_out_of_the_node():
              {"id": 10, "type": "PipeWire:Interface:Link", "info": {"output-node-id": 3, "input-node-id": 7}}]
     assert nodes_named("vbg", graph) == [7]
     assert consumers_of(7, graph) == 1
+
+
+
+def test_pipewire_going_away_stops_vbg_with_one_line(pipewire_session, person_video, tmp_path):
+    with private_pipewire(tmp_path) as (env, (daemon, _)):  # a daemon of this test's own, to stop
+        vbg = subprocess.Popen([sys.executable, "-m", "vbg", "--input", str(person_video), "--loop", "--mode",
+                                "passthrough", "--output", "pipewire", "-q"], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+        try:
+            assert _node_appears("vbg", 60)
+            daemon.kill()
+            _, err = vbg.communicate(timeout=30)
+        finally:
+            if vbg.poll() is None:
+                vbg.kill()
+    lines = err.strip().splitlines()
+    assert vbg.returncode == 1 and len(lines) == 1 and "Traceback" not in err, err
+    # "the PipeWire camera 'vbg' stopped: " first, unless vbg was still starting when it went
+    assert "no PipeWire daemon runs in this session" in lines[0]
+    assert lines[0].count("systemctl --user start pipewire") == 1

@@ -194,8 +194,8 @@ class PipeWireSink:
 
     def _on_error(self, bus, message) -> None:
         error, _ = message.parse_error()
-        self._error = error.message
         log.debug("PipeWire camera: %s", error.message)
+        self._error = f"{error.message}; is PipeWire still running? (`vbg doctor` checks it)"
 
     def _wait_for_node(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -232,8 +232,7 @@ class PipeWireSink:
 
     def write(self, frame: np.ndarray) -> bool:
         if self._error:
-            raise VbgError(f"the PipeWire camera '{self.node_name}' failed: {self._error}; is PipeWire still "
-                           f"running? (`{PIPEWIRE_START}`; `vbg doctor` checks it)")
+            raise VbgError(f"the PipeWire camera '{self.node_name}' stopped: {self._error}")
         with self._lock:
             if self._restart:
                 self._restart = False
