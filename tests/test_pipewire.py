@@ -326,7 +326,8 @@ def test_doctor_on_the_real_pipewire(pipewire_session, tmp_path):
         assert checks[name].status == doctor.OK, checks[name].line()
     assert "WirePlumber" in checks["session manager"].found
     # the default output falls back to PipeWire, so v4l2loopback missing no longer blocks vbg
-    assert checks["virtual camera"].status == doctor.WARN and "PipeWire camera instead" in checks["virtual camera"].found
+    v4l2 = checks["virtual camera"]
+    assert v4l2.status == doctor.WARN and "PipeWire camera instead" in v4l2.found
     portal = checks["camera portal"]  # here: xdg-desktop-portal without a backend, or none at all
     assert portal.status == doctor.OK or ("Flatpak" in portal.found and "xdg-desktop-portal" in portal.fix)
 

@@ -1,9 +1,9 @@
 """`vbg doctor`: what stands between this machine and a working call, one check a line.
 
 Each check reads the system facts it needs (``/sys``, ``/dev``, PipeWire's graph, the
-session bus, onnxruntime, the model cache, a socket) and says what it found and, where that is a problem, the command that
-fixes it. The roots of ``/sys`` and ``/dev`` are parameters so that the checks can be
-run on a faked system.
+session bus, onnxruntime, the model cache, a socket) and says what it found and, where
+that is a problem, the command that fixes it. The roots of ``/sys`` and ``/dev`` are
+parameters so that the checks can be run on a faked system.
 """
 
 from __future__ import annotations
