@@ -199,6 +199,18 @@ def test_no_pipewire_is_a_failure_only_without_v4l2loopback(monkeypatch, tmp_pat
     assert "systemctl --user start pipewire wireplumber" in alone.fix and "apt install pipewire" in alone.fix
 
 
+def test_a_working_pipewire_camera_makes_v4l2loopback_optional(monkeypatch, tmp_path):
+    working = [doctor.Check(name, doctor.OK, "fine") for name in
+               ("PipeWire", "session manager", "PipeWire output", "camera portal")]
+    monkeypatch.setattr(doctor, "pipewire_camera", lambda v4l2_ready: working)
+    sys_root, dev_root = fake_system(tmp_path, loaded=False)
+    [v4l2] = [c for c in doctor.run_checks(sys_root=sys_root, dev_root=dev_root, port=0) if c.name == "virtual camera"]
+    assert v4l2.status == doctor.WARN and "uses the PipeWire camera instead" in v4l2.found
+    [asked] = [c for c in doctor.run_checks(sys_root=sys_root, dev_root=dev_root, port=0, vcam_device="/dev/video10")
+               if c.name == "virtual camera"]
+    assert asked.status == doctor.FAIL  # a device named on the command line is still needed
+
+
 def test_all_checks_in_the_order_a_first_run_meets_them(monkeypatch, tmp_path):
     monkeypatch.setenv("VBG_CACHE_DIR", str(tmp_path / "cache"))
     without_pipewire(monkeypatch, tmp_path)

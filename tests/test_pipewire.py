@@ -325,11 +325,12 @@ def test_doctor_on_the_real_pipewire(pipewire_session, tmp_path):
     for name in ("PipeWire", "session manager", "PipeWire output"):
         assert checks[name].status == doctor.OK, checks[name].line()
     assert "WirePlumber" in checks["session manager"].found
-    # the default output falls back to PipeWire, so v4l2loopback missing no longer blocks vbg
-    v4l2 = checks["virtual camera"]
-    assert v4l2.status == doctor.WARN and "PipeWire camera instead" in v4l2.found
-    portal = checks["camera portal"]  # here: xdg-desktop-portal without a backend, or none at all
-    assert portal.status == doctor.OK or ("Flatpak" in portal.found and "xdg-desktop-portal" in portal.fix)
+    portal, v4l2 = checks["camera portal"], checks["virtual camera"]
+    if portal.status == doctor.OK:  # the default output falls back to a camera browsers see: v4l2loopback is optional
+        assert v4l2.status == doctor.WARN and "PipeWire camera instead" in v4l2.found
+    else:  # here: xdg-desktop-portal without a backend, or none at all; browsers would not see the camera
+        assert portal.status == doctor.FAIL and v4l2.status == doctor.FAIL
+        assert "browsers, OBS" in portal.found and "xdg-desktop-portal-gtk" in portal.fix
 
 
 def test_outputs_are_listed_once_each():

@@ -221,8 +221,9 @@ def _cached(spec: ModelSpec, label: str) -> Check:
 
 def pipewire_camera(v4l2_ready: bool) -> list[Check]:
     """What --output pipewire needs: the daemon, a session manager (it links readers to the
-    camera), PyGObject with GStreamer's pipewiresink, and the camera portal for sandboxed apps.
-    PipeWire missing is a FAIL only where v4l2loopback is not set up either (it is the other way)."""
+    camera), PyGObject with GStreamer's pipewiresink, and the camera portal (browsers, OBS and
+    sandboxed apps ask it for PipeWire cameras). Each missing is a FAIL only where v4l2loopback
+    is not set up either (it is the other way)."""
     from vbg import pipewire
 
     missing = WARN if v4l2_ready else FAIL
@@ -250,7 +251,8 @@ def pipewire_camera(v4l2_ready: bool) -> list[Check]:
         checks.append(Check("PipeWire output", OK, "PyGObject and GStreamer's pipewiresink are installed"))
     except VbgError as exc:  # its message names the fix
         checks.append(Check("PipeWire output", missing, f"{exc}{aside}"))
-    checks.append(camera_portal())
+    portal = camera_portal()
+    checks.append(portal if portal.status == OK else Check(portal.name, missing, portal.found + aside, portal.fix))
     return checks
 
 
@@ -258,8 +260,9 @@ PORTAL_BACKEND = "`sudo apt install xdg-desktop-portal xdg-desktop-portal-gtk` (
 
 
 def camera_portal(timeout_s: float = 10.0) -> Check:
-    """xdg-desktop-portal's Camera interface on the session bus: how Flatpak and snap apps reach
-    a PipeWire camera (a warning at most: apps outside a sandbox do not need it)."""
+    """xdg-desktop-portal's Camera interface on the session bus: Chromium, Firefox and OBS ask it
+    for PipeWire cameras (libwebrtc's and OBS's PipeWire camera code go through it), and so do
+    Flatpak and snap apps. Missing, it is a warning here; :func:`pipewire_camera` weighs it."""
     name = "camera portal"
     if shutil.which("gdbus") is None:
         return Check(name, WARN, "not checked: gdbus is missing", "`sudo apt install libglib2.0-bin`")
@@ -273,7 +276,7 @@ def camera_portal(timeout_s: float = 10.0) -> Check:
     if result.returncode == 0:
         version = re.search(r"\d+", result.stdout)
         return Check(name, OK, f"xdg-desktop-portal's Camera interface (version {version[0] if version else '?'}) "
-                               "lets Flatpak and snap apps ask for the PipeWire camera")
+                               "lets browsers, OBS and sandboxed apps ask for the PipeWire camera")
     error = " ".join(result.stderr.split())
     if "No such interface" in error:
         found = "xdg-desktop-portal runs without its Camera interface (it needs a backend with the Access portal)"
@@ -281,7 +284,8 @@ def camera_portal(timeout_s: float = 10.0) -> Check:
         found = "xdg-desktop-portal is not installed"
     else:
         found = f"the session bus did not answer ({error[:120]})"
-    return Check(name, WARN, f"{found}: Flatpak and snap apps will not see the PipeWire camera", PORTAL_BACKEND)
+    return Check(name, WARN, f"{found}: browsers, OBS and Flatpak/snap apps will not see the PipeWire camera",
+                 PORTAL_BACKEND)
 
 
 def serve_port(host: str = "127.0.0.1", port: int = 8765) -> Check:
@@ -302,7 +306,7 @@ def run_checks(*, camera_device: str = "0", vcam_device: str | None = None, host
     if sys.platform.startswith("linux"):
         v4l2 = virtual_camera(sys_root, dev_root, vcam_device)
         pipewire = pipewire_camera(v4l2_ready=all(c.status != FAIL for c in v4l2))
-        if vcam_device is None and all(c.status == OK for c in pipewire[:3]):
+        if vcam_device is None and all(c.status == OK for c in pipewire):
             # the default output falls back to the PipeWire camera: v4l2loopback is then optional
             v4l2 = [Check(c.name, WARN, f"{c.found} (the default output uses the PipeWire camera instead)", c.fix)
                     if c.status == FAIL else c for c in v4l2]

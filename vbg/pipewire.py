@@ -3,16 +3,17 @@ portal list, with no kernel module.
 
 Why GStreamer in-process (``appsrc ! pipewiresink``, through PyGObject): PipeWire has no
 maintained Python binding, and GStreamer's ``pipewiresink`` is the client that PipeWire itself
-ships. A ``gst-launch-1.0`` child fed raw frames through a pipe was tried first and is not
-usable with PipeWire 0.3.65 (Debian 12): when a reader links, ``pipewiresink`` copies buffers it
-did not allocate into a pool it never sized and crashes (its pool is sized only for upstream
-elements that ask it for buffers, e.g. ``videotestsrc``). In-process, vbg does what such an
-element does: it sizes the sink's own pool for the frame and writes each frame into a buffer
-taken from it, never waiting (no free buffer: the frame is dropped, as a live camera drops).
+ships. A ``gst-launch-1.0`` child fed raw frames through a pipe (``fdsrc ! rawvideoparse``, with
+or without ``videoconvert``) would need no Python package, but with PipeWire 0.3.65 (Debian 12)
+it crashed as soon as a reader linked: the sink's buffer pool was active with size 0, so the
+buffers PipeWire gave it had no memory (only ``videotestsrc``, which sizes that pool itself,
+worked). In-process, vbg sizes the pool for one frame before any reader links and writes each
+frame into a buffer taken from it, never waiting (no free buffer: the frame is dropped, as a
+live camera drops it).
 The cost for a user is the ``pipewire`` extra (PyGObject, built against the system's
 gobject-introspection) and the system packages gstreamer1.0-pipewire and gir1.2-gstreamer-1.0.
 
-Frames go out as I420 (converted by OpenCV), the format every PipeWire camera reader takes.
+Frames go out as I420 (converted by OpenCV), the raw format camera readers most commonly take.
 """
 
 from __future__ import annotations
