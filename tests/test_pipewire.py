@@ -50,14 +50,15 @@ def _missing() -> str | None:
 
 
 @contextlib.contextmanager
-def private_pipewire(folder: Path) -> Iterator[tuple[dict, list[subprocess.Popen]]]:
+def private_pipewire(folder: Path, **extra_env: str) -> Iterator[tuple[dict, list[subprocess.Popen]]]:
     """A PipeWire daemon and WirePlumber on a session bus of their own, under ``folder``; this
-    process talks to them while the context lasts, and so do the processes given its environment.
+    process talks to them while the context lasts, and so do the processes given its environment
+    (``extra_env`` added; the bus starts the services it activates with it).
     Yields (that environment, [pipewire, wireplumber])."""
     runtime = folder / "xdg-runtime"
     runtime.mkdir(mode=0o700)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPEWIRE_", "DBUS_SESSION"))}
-    env["XDG_RUNTIME_DIR"] = str(runtime)
+    env.update(extra_env, XDG_RUNTIME_DIR=str(runtime))
     bus = subprocess.run(["dbus-daemon", "--session", "--fork", "--print-address=1", "--print-pid=1"],
                          capture_output=True, text=True, env=env, timeout=30, check=True)
     address, bus_pid = bus.stdout.split()[:2]
@@ -378,3 +379,37 @@ def test_pipewire_going_away_stops_vbg_with_one_line(pipewire_session, person_vi
     # "the PipeWire camera 'vbg' stopped: " first, unless vbg was still starting when it went
     assert "no PipeWire daemon runs in this session" in lines[0]
     assert lines[0].count("systemctl --user start pipewire") == 1
+
+
+def test_the_camera_portal_lists_the_node(pipewire_session, person_video, tmp_path):
+    """xdg-desktop-portal (with the gtk backend, on an X display of its own) counts vbg's node as a
+    camera: IsCameraPresent, what browsers and sandboxed apps ask before AccessCamera."""
+    missing = [t for t in ("Xvfb", "gdbus") if not shutil.which(t)] + [
+        p for p in ("/usr/libexec/xdg-desktop-portal", "/usr/libexec/xdg-desktop-portal-gtk") if not Path(p).exists()]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} missing (apt install xvfb libglib2.0-bin xdg-desktop-portal "
+                    "xdg-desktop-portal-gtk)")
+    display = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", "640x480x24"], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    try:
+        number = display.stdout.readline().strip()
+        with private_pipewire(tmp_path, DISPLAY=f":{number}", XDG_CURRENT_DESKTOP="GNOME") as (env, _):
+            vbg = _vbg(["--input", str(person_video), "--loop", "--mode", "passthrough", "--output", "pipewire"],
+                       env, tmp_path / "vbg.log")
+            try:
+                assert _node_appears("vbg"), (tmp_path / "vbg.log").read_text()
+                # The first call starts the portal. (xdg-desktop-portal 1.16 reads PipeWire's cameras
+                # when it starts; here it did not follow nodes added later, so it starts after vbg.)
+                present = subprocess.run(
+                    ["gdbus", "call", "--session", "--timeout", "20", "--dest", "org.freedesktop.portal.Desktop",
+                     "--object-path", "/org/freedesktop/portal/desktop", "--method",
+                     "org.freedesktop.DBus.Properties.Get", "org.freedesktop.portal.Camera", "IsCameraPresent"],
+                    env=env, capture_output=True, text=True, timeout=40)
+                portal = doctor.camera_portal()
+            finally:
+                _stop(vbg)
+    finally:
+        display.terminate()
+        display.wait(10)
+    assert present.stdout.strip() == "(<true>,)", present.stderr
+    assert portal.status == doctor.OK and "version" in portal.found
