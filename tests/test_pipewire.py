@@ -381,9 +381,43 @@ def test_pipewire_going_away_stops_vbg_with_one_line(pipewire_session, person_vi
     assert lines[0].count("systemctl --user start pipewire") == 1
 
 
-def test_the_camera_portal_lists_the_node(pipewire_session, person_video, tmp_path):
-    """xdg-desktop-portal (with the gtk backend, on an X display of its own) counts vbg's node as a
-    camera: IsCameraPresent, what browsers and sandboxed apps ask before AccessCamera."""
+def _portal_camera_remote(address: str) -> int:
+    """What a browser does: ask xdg-desktop-portal for the camera (AccessCamera) and open the
+    PipeWire remote it hands out (OpenPipeWireRemote), on the bus at ``address``; the remote's fd."""
+    gi = pytest.importorskip("gi")
+    gi.require_version("Gio", "2.0")
+    from gi.repository import Gio, GLib
+
+    bus = Gio.DBusConnection.new_for_address_sync(
+        address, Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT | Gio.DBusConnectionFlags.MESSAGE_BUS_CONNECTION)
+    token = "vbgtest"
+    request = f"/org/freedesktop/portal/desktop/request/{bus.get_unique_name()[1:].replace('.', '_')}/{token}"
+    loop, answer = GLib.MainLoop(), []
+
+    def on_response(connection, sender, path, interface, signal, parameters):
+        answer.append(parameters.unpack()[0])
+        loop.quit()
+
+    bus.signal_subscribe("org.freedesktop.portal.Desktop", "org.freedesktop.portal.Request", "Response", request,
+                         None, Gio.DBusSignalFlags.NO_MATCH_RULE, on_response)
+    bus.call_sync("org.freedesktop.portal.Desktop", "/org/freedesktop/portal/desktop", "org.freedesktop.portal.Camera",
+                  "AccessCamera", GLib.Variant("(a{sv})", ({"handle_token": GLib.Variant("s", token)},)), None,
+                  Gio.DBusCallFlags.NONE, 20000, None)
+    GLib.timeout_add_seconds(20, loop.quit)
+    loop.run()
+    assert answer == [0], f"AccessCamera answered {answer}"
+    reply, fds = bus.call_with_unix_fd_list_sync(
+        "org.freedesktop.portal.Desktop", "/org/freedesktop/portal/desktop", "org.freedesktop.portal.Camera",
+        "OpenPipeWireRemote", GLib.Variant("(a{sv})", ({},)), GLib.VariantType("(h)"), Gio.DBusCallFlags.NONE,
+        20000, None, None)
+    return fds.get(reply.unpack()[0])
+
+
+def test_the_camera_portal_hands_the_node_to_a_reader(pipewire_session, person_video, tmp_path):
+    """Through xdg-desktop-portal (gtk backend, on an X display of its own), as browsers and sandboxed
+    apps reach cameras: it counts vbg's node as a camera, grants it (the camera permission set to
+    yes in a permission store of the test's own, as a person's first "Allow" does) and a reader on the
+    PipeWire remote it hands out gets vbg's frames."""
     missing = [t for t in ("Xvfb", "gdbus") if not shutil.which(t)] + [
         p for p in ("/usr/libexec/xdg-desktop-portal", "/usr/libexec/xdg-desktop-portal-gtk") if not Path(p).exists()]
     if missing:
@@ -391,25 +425,37 @@ def test_the_camera_portal_lists_the_node(pipewire_session, person_video, tmp_pa
                     "xdg-desktop-portal-gtk)")
     display = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", "640x480x24"], stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True)
+    portal = ["gdbus", "call", "--session", "--timeout", "20", "--dest", "org.freedesktop.portal.Desktop",
+              "--object-path", "/org/freedesktop/portal/desktop", "--method"]
     try:
         number = display.stdout.readline().strip()
-        with private_pipewire(tmp_path, DISPLAY=f":{number}", XDG_CURRENT_DESKTOP="GNOME") as (env, _):
-            vbg = _vbg(["--input", str(person_video), "--loop", "--mode", "passthrough", "--output", "pipewire"],
+        with private_pipewire(tmp_path, DISPLAY=f":{number}", XDG_CURRENT_DESKTOP="GNOME",
+                              XDG_DATA_HOME=str(tmp_path / "data")) as (env, _):
+            vbg = _vbg(["--input", str(person_video), "--loop", "--color", ORANGE, "--output", "pipewire"],
                        env, tmp_path / "vbg.log")
             try:
                 assert _node_appears("vbg"), (tmp_path / "vbg.log").read_text()
                 # The first call starts the portal. (xdg-desktop-portal 1.16 reads PipeWire's cameras
                 # when it starts; here it did not follow nodes added later, so it starts after vbg.)
-                present = subprocess.run(
-                    ["gdbus", "call", "--session", "--timeout", "20", "--dest", "org.freedesktop.portal.Desktop",
-                     "--object-path", "/org/freedesktop/portal/desktop", "--method",
-                     "org.freedesktop.DBus.Properties.Get", "org.freedesktop.portal.Camera", "IsCameraPresent"],
-                    env=env, capture_output=True, text=True, timeout=40)
-                portal = doctor.camera_portal()
+                present = subprocess.run(portal + ["org.freedesktop.DBus.Properties.Get", "org.freedesktop.portal.Camera",
+                                                   "IsCameraPresent"], env=env, capture_output=True, text=True, timeout=40)
+                subprocess.run(["gdbus", "call", "--session", "--dest", "org.freedesktop.impl.portal.PermissionStore",
+                                "--object-path", "/org/freedesktop/impl/portal/PermissionStore", "--method",
+                                "org.freedesktop.impl.portal.PermissionStore.SetPermission", "devices", "true", "camera",
+                                "", "['yes']"], env=env, check=True, capture_output=True, timeout=40)
+                fd = _portal_camera_remote(env["DBUS_SESSION_BUS_ADDRESS"])
+                reader = subprocess.Popen(
+                    ["gst-launch-1.0", "-q", "pipewiresrc", f"fd={fd}", "target-object=vbg", "num-buffers=5", "!",
+                     "videoconvert", "!", "video/x-raw,format=BGR,width=640,height=360", "!", "fdsink", "fd=1"],
+                    env=env, pass_fds=(fd,), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                os.close(fd)
+                data, _ = reader.communicate(timeout=60)
             finally:
                 _stop(vbg)
     finally:
         display.terminate()
         display.wait(10)
     assert present.stdout.strip() == "(<true>,)", present.stderr
-    assert portal.status == doctor.OK and "version" in portal.found
+    assert len(data) == 5 * 640 * 360 * 3
+    wall, _ = _background_and_person(np.frombuffer(data, np.uint8).reshape(5, 360, 640, 3)[-1])
+    assert np.abs(wall - ORANGE_BGR).max() < 12
