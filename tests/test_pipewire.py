@@ -160,6 +160,12 @@ def _node_appears(name: str, seconds: float = 60) -> bool:
     return _wait(lambda: bool(nodes_named(name, dump())), seconds)
 
 
+def _serials(name: str) -> list[str]:
+    """The object.serial of the nodes named ``name`` (ids are reused; serials are not)."""
+    return [o["info"]["props"].get("object.serial") for o in dump() if o.get("type", "").endswith(":Node")
+            and (o.get("info") or {}).get("props", {}).get("node.name") == name]
+
+
 def _background_and_person(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean colour of the wall at the clip's left and right edges, and of the astronaut's face."""
     wall = np.concatenate([frame[20:340, 10:100].reshape(-1, 3), frame[20:340, 560:630].reshape(-1, 3)])
@@ -201,6 +207,7 @@ def test_nobody_linked_pauses_and_a_reader_resumes(pipewire_session, person_vide
                 "--pipewire-name", "vbg-idle"], pipewire_session, log)
     try:
         assert _node_appears("vbg-idle"), log.read_text()
+        first_node = _serials("vbg-idle")
         assert _wait(lambda: "nobody is watching" in log.read_text(), 30), log.read_text()
         reader = Reader("vbg-idle", (640, 360), pipewire_session)
         try:
@@ -213,7 +220,8 @@ def test_nobody_linked_pauses_and_a_reader_resumes(pipewire_session, person_vide
         left = time.monotonic()
         assert _wait(lambda: log.read_text().count("nobody is watching") >= 2, 10), log.read_text()
         paused_s = time.monotonic() - left
-        # a second reader after the first left gets frames too (a fresh pool each time)
+        # a second reader after the first left gets frames too, from the node made again for it
+        assert _wait(lambda: _serials("vbg-idle") not in ([], first_node), 5)
         again = Reader("vbg-idle", (640, 360), pipewire_session)
         try:
             assert len(again.wait_frames(5)) >= 5
@@ -381,6 +389,43 @@ def test_pipewire_going_away_stops_vbg_with_one_line(pipewire_session, person_vi
     assert lines[0].count("systemctl --user start pipewire") == 1
 
 
+@contextlib.contextmanager
+def portal_session(folder: Path) -> Iterator[dict]:
+    """:func:`private_pipewire` with xdg-desktop-portal and its gtk backend (on an Xvfb display of its
+    own) on the session bus, the camera permission allowed in a permission store under ``folder``
+    (as after a person's first "Allow"); yields the environment."""
+    missing = [t for t in ("Xvfb", "gdbus") if not shutil.which(t)] + [
+        p for p in ("/usr/libexec/xdg-desktop-portal", "/usr/libexec/xdg-desktop-portal-gtk") if not Path(p).exists()]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} missing (apt install xvfb libglib2.0-bin xdg-desktop-portal "
+                    "xdg-desktop-portal-gtk)")
+    display = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", "640x480x24"], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    try:
+        number = display.stdout.readline().strip()
+        with private_pipewire(folder, DISPLAY=f":{number}", XDG_CURRENT_DESKTOP="GNOME",
+                              XDG_DATA_HOME=str(folder / "data")) as (env, _):
+            subprocess.run(["gdbus", "call", "--session", "--dest", "org.freedesktop.impl.portal.PermissionStore",
+                            "--object-path", "/org/freedesktop/impl/portal/PermissionStore", "--method",
+                            "org.freedesktop.impl.portal.PermissionStore.SetPermission", "devices", "true", "camera",
+                            "", "['yes']"], env=env, check=True, capture_output=True, timeout=40)
+            yield env
+    finally:
+        display.terminate()
+        display.wait(10)
+
+
+@contextlib.contextmanager
+def vbg_camera(env: dict, log: Path, *args: str) -> Iterator[None]:
+    """``vbg --output pipewire`` on the looping clip over orange, from its node's appearance to Ctrl-C."""
+    vbg = _vbg(["--input", *args, "--loop", "--color", ORANGE, "--output", "pipewire"], env, log)
+    try:
+        assert _node_appears("vbg"), log.read_text()
+        yield
+    finally:
+        _stop(vbg)
+
+
 def _portal_camera_remote(address: str) -> int:
     """What a browser does: ask xdg-desktop-portal for the camera (AccessCamera) and open the
     PipeWire remote it hands out (OpenPipeWireRemote), on the bus at ``address``; the remote's fd."""
@@ -414,48 +459,78 @@ def _portal_camera_remote(address: str) -> int:
 
 
 def test_the_camera_portal_hands_the_node_to_a_reader(pipewire_session, person_video, tmp_path):
-    """Through xdg-desktop-portal (gtk backend, on an X display of its own), as browsers and sandboxed
-    apps reach cameras: it counts vbg's node as a camera, grants it (the camera permission set to
-    yes in a permission store of the test's own, as a person's first "Allow" does) and a reader on the
-    PipeWire remote it hands out gets vbg's frames."""
-    missing = [t for t in ("Xvfb", "gdbus") if not shutil.which(t)] + [
-        p for p in ("/usr/libexec/xdg-desktop-portal", "/usr/libexec/xdg-desktop-portal-gtk") if not Path(p).exists()]
-    if missing:
-        pytest.skip(f"{', '.join(missing)} missing (apt install xvfb libglib2.0-bin xdg-desktop-portal "
-                    "xdg-desktop-portal-gtk)")
-    display = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", "640x480x24"], stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, text=True)
-    portal = ["gdbus", "call", "--session", "--timeout", "20", "--dest", "org.freedesktop.portal.Desktop",
-              "--object-path", "/org/freedesktop/portal/desktop", "--method"]
-    try:
-        number = display.stdout.readline().strip()
-        with private_pipewire(tmp_path, DISPLAY=f":{number}", XDG_CURRENT_DESKTOP="GNOME",
-                              XDG_DATA_HOME=str(tmp_path / "data")) as (env, _):
-            vbg = _vbg(["--input", str(person_video), "--loop", "--color", ORANGE, "--output", "pipewire"],
-                       env, tmp_path / "vbg.log")
-            try:
-                assert _node_appears("vbg"), (tmp_path / "vbg.log").read_text()
-                # The first call starts the portal. (xdg-desktop-portal 1.16 reads PipeWire's cameras
-                # when it starts; here it did not follow nodes added later, so it starts after vbg.)
-                present = subprocess.run(portal + ["org.freedesktop.DBus.Properties.Get", "org.freedesktop.portal.Camera",
-                                                   "IsCameraPresent"], env=env, capture_output=True, text=True, timeout=40)
-                subprocess.run(["gdbus", "call", "--session", "--dest", "org.freedesktop.impl.portal.PermissionStore",
-                                "--object-path", "/org/freedesktop/impl/portal/PermissionStore", "--method",
-                                "org.freedesktop.impl.portal.PermissionStore.SetPermission", "devices", "true", "camera",
-                                "", "['yes']"], env=env, check=True, capture_output=True, timeout=40)
-                fd = _portal_camera_remote(env["DBUS_SESSION_BUS_ADDRESS"])
-                reader = subprocess.Popen(
-                    ["gst-launch-1.0", "-q", "pipewiresrc", f"fd={fd}", "target-object=vbg", "num-buffers=5", "!",
-                     "videoconvert", "!", "video/x-raw,format=BGR,width=640,height=360", "!", "fdsink", "fd=1"],
-                    env=env, pass_fds=(fd,), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-                os.close(fd)
-                data, _ = reader.communicate(timeout=60)
-            finally:
-                _stop(vbg)
-    finally:
-        display.terminate()
-        display.wait(10)
+    """Through xdg-desktop-portal, as browsers and sandboxed apps reach cameras: it counts vbg's node
+    as a camera, grants it, and a reader on the PipeWire remote it hands out gets vbg's frames."""
+    with portal_session(tmp_path) as env, vbg_camera(env, tmp_path / "vbg.log", str(person_video)):
+        # The first call starts the portal. (xdg-desktop-portal 1.16 reads PipeWire's cameras when
+        # it starts; here it did not follow nodes added later, so it starts after vbg.)
+        present = subprocess.run(
+            ["gdbus", "call", "--session", "--timeout", "20", "--dest", "org.freedesktop.portal.Desktop",
+             "--object-path", "/org/freedesktop/portal/desktop", "--method", "org.freedesktop.DBus.Properties.Get",
+             "org.freedesktop.portal.Camera", "IsCameraPresent"], env=env, capture_output=True, text=True, timeout=40)
+        fd = _portal_camera_remote(env["DBUS_SESSION_BUS_ADDRESS"])
+        reader = subprocess.Popen(
+            ["gst-launch-1.0", "-q", "pipewiresrc", f"fd={fd}", "target-object=vbg", "num-buffers=5", "!",
+             "videoconvert", "!", "video/x-raw,format=BGR,width=640,height=360", "!", "fdsink", "fd=1"],
+            env=env, pass_fds=(fd,), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        os.close(fd)
+        data, _ = reader.communicate(timeout=60)
     assert present.stdout.strip() == "(<true>,)", present.stderr
     assert len(data) == 5 * 640 * 360 * 3
     wall, _ = _background_and_person(np.frombuffer(data, np.uint8).reshape(5, 360, 640, 3)[-1])
     assert np.abs(wall - ORANGE_BGR).max() < 12
+
+
+CHROMIUM_READS = """async () => {
+    let stream = null;
+    for (let tries = 0; !stream; tries++) {  // Chromium lists PipeWire cameras a moment after it starts
+        try {
+            stream = await navigator.mediaDevices.getUserMedia({video: true});
+        } catch (error) {
+            if (tries === 20) throw error;
+            await new Promise(resolve => setTimeout(resolve, 500));
+        }
+    }
+    const track = stream.getVideoTracks()[0];
+    const video = document.createElement("video");
+    video.srcObject = stream;
+    video.muted = true;
+    await video.play();
+    await new Promise(resolve => setTimeout(resolve, 1500));
+    const canvas = document.createElement("canvas");
+    canvas.width = video.videoWidth; canvas.height = video.videoHeight;
+    const context = canvas.getContext("2d");
+    context.drawImage(video, 0, 0);
+    const wall = Array.from(context.getImageData(40, 180, 1, 1).data.slice(0, 3));
+    const devices = (await navigator.mediaDevices.enumerateDevices()).filter(d => d.kind === "videoinput");
+    track.stop();
+    return {label: track.label, width: video.videoWidth, height: video.videoHeight, wall: wall,
+            devices: devices.map(d => d.label)};
+}"""
+
+
+def test_chromium_reads_the_pipewire_camera(pipewire_session, person_video, tmp_path):
+    """What Meet does in Chromium with its PipeWire camera flag on: getUserMedia, through the camera
+    portal (the page's prompt faked), lists vbg and reads its frames."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (.ci/run installs it)")
+    with portal_session(tmp_path) as env, vbg_camera(env, tmp_path / "vbg.log", str(person_video)):
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=chromium, env=env, headless=False,  # on the portal's Xvfb display
+                args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--use-fake-ui-for-media-stream",
+                      "--enable-features=WebRtcPipeWireCamera"])
+            try:
+                page = browser.new_page()
+                # localhost is a secure context, which getUserMedia needs; the page is served here
+                page.route("http://localhost/", lambda route: route.fulfill(
+                    body="<!doctype html><title>call</title>", content_type="text/html"))
+                page.goto("http://localhost/")
+                seen = page.evaluate(CHROMIUM_READS)
+            finally:
+                browser.close()
+    assert seen["label"] == "vbg" and seen["devices"] == ["vbg"], seen  # the camera list shows it by name
+    assert (seen["width"], seen["height"]) == (640, 360)
+    assert np.abs(np.array(seen["wall"]) - ORANGE_BGR[::-1]).max() < 12, seen  # RGB in the page

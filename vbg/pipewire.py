@@ -134,7 +134,6 @@ class PipeWireSink:
         self._lock = threading.Lock()
         self._error: str | None = None
         self._consumers: int | None = None
-        self._restart = False
         self._start()
         self._wait_for_node()
         self._stop = threading.Event()
@@ -156,7 +155,7 @@ class PipeWireSink:
         sink = Gst.ElementFactory.make("pipewiresink")
         props = Gst.Structure.new_empty("props")
         for key, value in (("media.class", "Video/Source"), ("media.role", "Camera"),
-                           ("node.name", self.node_name), ("node.description", f"vbg ({self.node_name})")):
+                           ("node.name", self.node_name), ("node.description", self._description())):
             props.set_value(key, value)
         sink.set_property("stream-properties", props)
         sink.set_property("client-name", self.node_name)
@@ -185,13 +184,23 @@ class PipeWireSink:
             self.close()
             raise VbgError(f"the PipeWire camera could not start: {self._error or 'pipewiresink offered no buffers'}")
         self._pool = query.parse_nth_allocation_pool(0)[0]
-        self._pool.set_active(False)
-        config = self._pool.get_config()
-        Gst.BufferPool.config_set_params(config, self._caps, width * height * 3 // 2, 0, 0)
-        self._pool.set_config(config)
-        self._pool.set_active(True)
+        self._size_pool()
         self._acquire = Gst.BufferPoolAcquireParams()
         self._acquire.flags = Gst.BufferPoolAcquireFlags.DONTWAIT
+
+    def _size_pool(self) -> None:
+        """Configure the sink's pool for one I420 frame; activating it hands PipeWire the buffer
+        size (pipewiresink 0.3.65 left it active with size 0: buffers without memory)."""
+        width, height = self.size
+        self._pool.set_active(False)
+        config = self._pool.get_config()
+        self._gst.BufferPool.config_set_params(config, self._caps, width * height * 3 // 2, 0, 0)
+        self._pool.set_config(config)
+        self._pool.set_active(True)
+
+    def _description(self) -> str:
+        """The camera's name in apps' camera lists."""
+        return "vbg" if self.node_name == DEFAULT_NODE_NAME else f"vbg ({self.node_name})"
 
     def _on_error(self, bus, message) -> None:
         error, _ = message.parse_error()
@@ -212,8 +221,8 @@ class PipeWireSink:
 
     def _poll_consumers(self) -> None:
         """Count the node's readers once a second. When the last one leaves, the pipeline is made
-        again: pipewiresink 0.3.65 loses each buffer it is given while nobody reads, and a fresh
-        pool is how the next reader gets frames."""
+        again at once: pipewiresink 0.3.65 loses each buffer it is given while nobody reads, and
+        neither a new reader nor a pool activated again brings buffers back; a new node does."""
         while not self._stop.wait(CONSUMERS_CHECK_S):
             try:
                 graph = dump()
@@ -224,7 +233,11 @@ class PipeWireSink:
             count = consumers_of(ids[0], graph) if ids else 0
             with self._lock:
                 if self._consumers and not count:
-                    self._restart = True
+                    self._pipeline.set_state(self._gst.State.NULL)
+                    try:
+                        self._start()
+                    except VbgError as exc:  # reported by the next write
+                        self._error = str(exc)
                 self._consumers = count
 
     def readers(self) -> int | None:
@@ -235,10 +248,6 @@ class PipeWireSink:
         if self._error:
             raise VbgError(f"the PipeWire camera '{self.node_name}' stopped: {self._error}")
         with self._lock:
-            if self._restart:
-                self._restart = False
-                self._pipeline.set_state(self._gst.State.NULL)
-                self._start()
             ok, buffer = self._pool.acquire_buffer(self._acquire)
             if ok != self._gst.FlowReturn.OK:
                 return True  # no reader linked, or all buffers with the reader: this frame is dropped
