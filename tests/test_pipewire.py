@@ -156,6 +156,19 @@ def _stop(process: subprocess.Popen) -> None:
         process.kill()
 
 
+@contextlib.contextmanager
+def vbg_camera(env: dict, log: Path, video: Path, name: str = "vbg") -> Iterator[subprocess.Popen]:
+    """``vbg --output pipewire`` on the looping clip over orange, from its node's appearance to
+    Ctrl-C; yields the process."""
+    vbg = _vbg(["--input", str(video), "--loop", "--color", ORANGE, "--output", "pipewire",
+                "--pipewire-name", name], env, log)
+    try:
+        assert _node_appears(name), log.read_text()
+        yield vbg
+    finally:
+        _stop(vbg)
+
+
 def _node_appears(name: str, seconds: float = 60) -> bool:
     return _wait(lambda: bool(nodes_named(name, dump())), seconds)
 
@@ -174,12 +187,9 @@ def _background_and_person(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def test_the_pipewire_camera_shows_the_person_over_the_new_background(pipewire_session, person_video,
                                                                        default_model_path, tmp_path):
-    vbg = _vbg(["--input", str(person_video), "--loop", "--color", ORANGE, "--output", "pipewire"],
-               pipewire_session, tmp_path / "vbg.log")
-    try:
-        assert _node_appears("vbg"), (tmp_path / "vbg.log").read_text()
-        node = next(o for o in dump() if o.get("type", "").endswith(":Node")
-                    and o["info"]["props"].get("node.name") == "vbg")
+    with vbg_camera(pipewire_session, tmp_path / "vbg.log", person_video) as vbg:
+        [node] = [o for o in dump() if o.get("type", "").endswith(":Node")
+                  and o["info"]["props"].get("node.name") == "vbg"]
         assert node["info"]["props"]["media.class"] == "Video/Source"
         assert node["info"]["props"]["media.role"] == "Camera"
         reader = Reader("vbg", (640, 360), pipewire_session)
@@ -188,25 +198,20 @@ def test_the_pipewire_camera_shows_the_person_over_the_new_background(pipewire_s
             node = next(o for o in dump() if o["id"] == node["id"])
         finally:
             reader.close()
-    finally:
-        _stop(vbg)
     assert len(frames) >= 20, (tmp_path / "vbg.log").read_text()
-    # what the reader and vbg agreed on: the clip's size and rate, in the format every reader takes
+    # what the reader and vbg agreed on: the clip's size and rate, as I420
     [negotiated] = node["info"]["params"]["Format"]
     assert (negotiated["format"], negotiated["size"]) == ("I420", {"width": 640, "height": 360})
     assert negotiated["framerate"]["num"] / negotiated["framerate"]["denom"] == 30
     wall, face = _background_and_person(frames[-1])
     assert np.abs(wall - ORANGE_BGR).max() < 12, f"background {wall} is not {ORANGE_BGR} (BGR)"
     assert np.abs(face - ORANGE_BGR).max() > 60, f"the person's face {face} was replaced by the background"
-    assert vbg.returncode == 0
+    assert vbg.returncode == 0  # Ctrl-C stops it cleanly
 
 
 def test_nobody_linked_pauses_and_a_reader_resumes(pipewire_session, person_video, default_model_path, tmp_path):
     log = tmp_path / "vbg.log"
-    vbg = _vbg(["--input", str(person_video), "--loop", "--color", ORANGE, "--output", "pipewire",
-                "--pipewire-name", "vbg-idle"], pipewire_session, log)
-    try:
-        assert _node_appears("vbg-idle"), log.read_text()
+    with vbg_camera(pipewire_session, log, person_video, "vbg-idle"):
         first_node = _serials("vbg-idle")
         assert _wait(lambda: "nobody is watching" in log.read_text(), 30), log.read_text()
         reader = Reader("vbg-idle", (640, 360), pipewire_session)
@@ -227,8 +232,6 @@ def test_nobody_linked_pauses_and_a_reader_resumes(pipewire_session, person_vide
             assert len(again.wait_frames(5)) >= 5
         finally:
             again.close()
-    finally:
-        _stop(vbg)
     print(f"PipeWire: resumed {resumed_s:.2f} s after a reader started, its first frame after "
           f"{first_frame_s:.2f} s; paused again {paused_s:.2f} s after it left")
     assert len(frames) >= 10
@@ -415,17 +418,6 @@ def portal_session(folder: Path) -> Iterator[dict]:
         display.wait(10)
 
 
-@contextlib.contextmanager
-def vbg_camera(env: dict, log: Path, *args: str) -> Iterator[None]:
-    """``vbg --output pipewire`` on the looping clip over orange, from its node's appearance to Ctrl-C."""
-    vbg = _vbg(["--input", *args, "--loop", "--color", ORANGE, "--output", "pipewire"], env, log)
-    try:
-        assert _node_appears("vbg"), log.read_text()
-        yield
-    finally:
-        _stop(vbg)
-
-
 def _portal_camera_remote(address: str) -> int:
     """What a browser does: ask xdg-desktop-portal for the camera (AccessCamera) and open the
     PipeWire remote it hands out (OpenPipeWireRemote), on the bus at ``address``; the remote's fd."""
@@ -461,7 +453,7 @@ def _portal_camera_remote(address: str) -> int:
 def test_the_camera_portal_hands_the_node_to_a_reader(pipewire_session, person_video, tmp_path):
     """Through xdg-desktop-portal, as browsers and sandboxed apps reach cameras: it counts vbg's node
     as a camera, grants it, and a reader on the PipeWire remote it hands out gets vbg's frames."""
-    with portal_session(tmp_path) as env, vbg_camera(env, tmp_path / "vbg.log", str(person_video)):
+    with portal_session(tmp_path) as env, vbg_camera(env, tmp_path / "vbg.log", person_video):
         # The first call starts the portal. (xdg-desktop-portal 1.16 reads PipeWire's cameras when
         # it starts; here it did not follow nodes added later, so it starts after vbg.)
         present = subprocess.run(
@@ -516,7 +508,7 @@ def test_chromium_reads_the_pipewire_camera(pipewire_session, person_video, tmp_
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium is not installed (.ci/run installs it)")
-    with portal_session(tmp_path) as env, vbg_camera(env, tmp_path / "vbg.log", str(person_video)):
+    with portal_session(tmp_path) as env, vbg_camera(env, tmp_path / "vbg.log", person_video):
         with playwright.sync_playwright() as p:
             browser = p.chromium.launch(
                 executable_path=chromium, env=env, headless=False,  # on the portal's Xvfb display
