@@ -235,8 +235,10 @@ class Pipeline:
         while not self._stop.is_set() and (limit is None or index < limit):
             if self.idle is not None and self.idle() != paused:
                 paused = not paused
-                log.info("%s", "nobody is watching: capture and inference pause" if paused
-                         else "a viewer is back: resuming")
+                if paused:
+                    self._pause_capture()
+                else:
+                    self._resume_capture()
             if paused:
                 self._stop.wait(IDLE_POLL_S)
                 continue
@@ -274,6 +276,19 @@ class Pipeline:
             if index == 1 and self.warm_start and self.background.needs_matte and not self._every_frame:
                 self._latest_matte.wait()
                 pacer = Pacer(self.source.fps) if self.source.paced else None  # from now on, not to catch up
+
+    def _pause_capture(self) -> None:
+        """Nobody watches: a camera is closed, so that its light goes off and other apps may have it."""
+        if self.source.reconnectable:
+            self.source.close()
+            log.info("nobody is watching: capture and inference pause, %s released", self.source.name)
+        else:
+            log.info("nobody is watching: capture and inference pause")
+
+    def _resume_capture(self) -> None:
+        """A viewer is back: the camera is opened again (if it cannot be, the reconnect loop retries)."""
+        reopened = self.source.reconnectable and self.source.reopen()
+        log.info("a viewer is back: resuming%s", f", {self.source.name} reopened" if reopened else "")
 
     def _infer(self, packet: Packet) -> Packet:
         packet.alpha, packet.small = self._matter.infer(packet.frame)
