@@ -57,6 +57,8 @@ def unavailable() -> str | None:
     for tool, package in (("qemu-system-x86_64", "qemu-system-x86"), ("busybox", "busybox-static")):
         if shutil.which(tool) is None:
             return f"{tool} is not installed (Debian: apt-get install {package})"
+    if b"ld-linux" in Path(shutil.which("busybox")).read_bytes()[:4096]:
+        return "busybox is linked dynamically and cannot run alone in the guest (apt-get install busybox-static)"
     if kernel() is None:
         return ("no installed kernel with a v4l2loopback module in /boot and /lib/modules "
                 "(Debian: apt-get install linux-image-amd64 v4l2loopback-dkms)")
