@@ -73,7 +73,8 @@ def test_a_camera_that_vanishes_is_survived_and_reconnected(recording_vcam, modn
     (vcam,) = recording_vcam
     assert stats.frames_out == 30 and stats.reconnects == 1
     assert stats.repeated >= 3  # about two seconds without a camera, the last frame re-sent
-    assert len(vcam.frames) == stats.frames_out + stats.repeated  # never closed in between
+    # A black frame at the open (call apps list the camera at once), then every frame; never closed in between.
+    assert len(vcam.frames) == 1 + stats.frames_out + stats.repeated and not vcam.images()[0].any()
     assert vcam.closed and camera.closed
     assert caplog.text.count("stopped delivering frames") == 1  # said once, not per frame
     assert "test camera is back" in caplog.text

@@ -73,6 +73,10 @@ class VirtualCameraSink:
             raise VbgError(f"no virtual camera device ({reason}); {hint}; or use --output FILE|null") from None
         self.device = self._camera.device
         self.name = f"virtual camera {self.device} ({self._camera.backend})"
+        # A frame now: an exclusive_caps=1 loopback device is offered to call apps as a camera only once
+        # a frame was written, and vbg pauses before its first frame while nobody reads: unlisted, the
+        # camera could never get the reader that would resume it.
+        self._camera.send(np.zeros((size[1], size[0], 3), np.uint8))
         self._readers: int | None = None
         self._readers_checked = float("-inf")
 
