@@ -9,8 +9,10 @@ session: start, read, leave, come back, lose the webcam, Ctrl-C, restart, doctor
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -214,6 +216,60 @@ def test_ctrl_c_then_a_restart_without_a_reboot(guest, running):
             assert again.stop(30).rc == 0
     finally:
         reader.stop()
+
+
+# What Meet does: ask for a camera, list the cameras by label, open the one called "vbg", play it.
+CALL_PAGE = """<!doctype html><script>
+(async () => {
+  try {
+    (await navigator.mediaDevices.getUserMedia({video: true})).getTracks().forEach(t => t.stop());
+    const cameras = (await navigator.mediaDevices.enumerateDevices()).filter(d => d.kind == "videoinput");
+    const vbg = cameras.find(d => d.label.startsWith("vbg"));
+    const video = document.createElement("video");
+    video.muted = true;
+    video.srcObject = await navigator.mediaDevices.getUserMedia({video: {deviceId: {exact: vbg.deviceId}}});
+    await video.play();
+    const sleep = ms => new Promise(done => setTimeout(done, ms));
+    for (let waited = 0; video.videoWidth <= 2 && waited < 90000; waited += 500) await sleep(500);
+    await sleep(2000);  // a few frames in
+    const canvas = document.createElement("canvas");
+    [canvas.width, canvas.height] = [video.videoWidth, video.videoHeight];
+    canvas.getContext("2d").drawImage(video, 0, 0);
+    console.log("VBG-RESULT " + JSON.stringify({cameras: cameras.map(d => d.label), size: [canvas.width, canvas.height],
+      frames: video.getVideoPlaybackQuality().totalVideoFrames,
+      wall: Array.from(canvas.getContext("2d").getImageData(40, 100, 1, 1).data)}));
+  } catch (error) { console.log("VBG-RESULT " + JSON.stringify({error: error.name + ": " + error.message})); }
+})();
+</script>"""
+
+
+def test_chromium_lists_the_vbg_camera_and_plays_it(guest):
+    """vbg starts with nobody reading, so it pauses before its first frame: the camera must be
+    listed all the same, and Chromium opening it resumes vbg."""
+    if shutil.which("chromium") is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    (guest.shared / "call.html").write_text(CALL_PAGE)
+    job = start_vbg(guest, "--color '#00ff00'")
+    server = browser = None
+    try:
+        wait_for(lambda: PAUSED in job.output, 60, "the pause with nobody reading")
+        assert guest.run("ip link set lo up").rc == 0
+        server = guest.spawn(f"cd {guest.shared} && exec python3 -m http.server 8000 --bind 127.0.0.1")
+        browser = guest.spawn("exec chromium --headless=new --no-sandbox --disable-gpu --use-fake-ui-for-media-stream "
+                              "--enable-logging=stderr --user-data-dir=/tmp/chromium http://127.0.0.1:8000/call.html")
+        found = wait_for(lambda: re.search(r'"VBG-RESULT (\{.*\})", source', browser.output), 240, "Chromium's answer")
+        result = json.loads(found[1])
+        print(f"Chromium: {result}")
+        assert "error" not in result, result
+        assert any(label.startswith("vbg") for label in result["cameras"]), result
+        assert result["size"] == list(FRAME_SIZE) and result["frames"] > 0, result
+        assert np.abs(np.array(result["wall"][:3]) - GREEN[::-1]).max() < 40, result  # RGBA of '#00ff00'
+        assert RESUMED in job.output
+    finally:
+        for process in (browser, server):
+            if process is not None:
+                process.signal(9)
+        job.stop()
 
 
 def doctor(guest: vm.VM) -> dict[str, str]:
