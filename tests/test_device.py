@@ -272,6 +272,18 @@ def test_chromium_lists_the_vbg_camera_and_plays_it(guest):
         job.stop()
 
 
+def test_a_busy_or_wrong_output_device_is_one_line(guest):
+    vbg = f"vbg --camera {WEBCAM} --model {MODEL} --vcam-device"
+    busy, wrong = guest.spawn(f"exec {vbg} {WEBCAM}"), guest.spawn(f"exec {vbg} /dev/null")  # the feeder writes the webcam
+    for job, expected in ((busy, f"virtual camera {WEBCAM} is busy: another program writes to it"),
+                          (wrong, "no virtual camera device")):
+        result = job.wait(STARTUP_S)
+        errors = [line for line in result.output.splitlines() if line.startswith("vbg: error:")]
+        assert result.rc == 1 and len(errors) == 1 and errors[0].startswith(f"vbg: error: {expected}"), result.output
+        assert "Traceback" not in result.output
+    assert "v4l2loopback" in wrong.output
+
+
 def doctor(guest: vm.VM) -> dict[str, str]:
     result = guest.run(f"vbg doctor --camera {WEBCAM} --vcam-device {OUTPUT}", 180)
     lines = {line.split(":")[0].split(None, 1)[1]: line for line in result.output.splitlines() if ":" in line
