@@ -64,7 +64,7 @@ def test_a_working_virtual_camera_is_all_ok(tmp_path):
 
 def test_without_exclusive_caps_call_apps_do_not_list_it(tmp_path):
     checks = doctor.virtual_camera(*fake_system(tmp_path, exclusive_caps="N"))
-    assert statuses(checks) == [doctor.OK, doctor.WARN, doctor.OK]
+    assert statuses(checks) == [doctor.OK, doctor.FAIL, doctor.OK]  # the call app cannot pick it
     assert "exclusive_caps=1" in checks[1].found and "Chrome" in checks[1].found
     assert MODPROBE in checks[1].fix
 
@@ -73,7 +73,7 @@ def test_exclusive_caps_is_read_for_the_device_asked_for(tmp_path):
     sys_root, dev_root = fake_system(tmp_path, loopbacks=("video10", "video11"))
     (sys_root / "module" / "v4l2loopback" / "parameters" / "exclusive_caps").write_text("N,Y,N,N\n")
     assert statuses(doctor.virtual_camera(sys_root, dev_root, "/dev/video11")) == [doctor.OK] * 3
-    assert statuses(doctor.virtual_camera(sys_root, dev_root, "/dev/video10"))[1] == doctor.WARN
+    assert statuses(doctor.virtual_camera(sys_root, dev_root, "/dev/video10"))[1] == doctor.FAIL
 
 
 def test_a_device_the_user_may_not_open_names_the_group_to_join(tmp_path):

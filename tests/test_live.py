@@ -6,6 +6,7 @@ import logging
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -73,7 +74,8 @@ def test_a_camera_that_vanishes_is_survived_and_reconnected(recording_vcam, modn
     (vcam,) = recording_vcam
     assert stats.frames_out == 30 and stats.reconnects == 1
     assert stats.repeated >= 3  # about two seconds without a camera, the last frame re-sent
-    assert len(vcam.frames) == stats.frames_out + stats.repeated  # never closed in between
+    # A black frame at the open (call apps list the camera at once), then every frame; never closed in between.
+    assert len(vcam.frames) == 1 + stats.frames_out + stats.repeated and not vcam.images()[0].any()
     assert vcam.closed and camera.closed
     assert caplog.text.count("stopped delivering frames") == 1  # said once, not per frame
     assert "test camera is back" in caplog.text
@@ -81,6 +83,30 @@ def test_a_camera_that_vanishes_is_survived_and_reconnected(recording_vcam, modn
     images = vcam.images()
     repeats = sum(np.array_equal(a, b) for a, b in zip(images, images[1:]))
     assert repeats >= stats.repeated
+
+
+def test_nobody_watching_closes_the_camera_and_a_viewer_reopens_it(recording_vcam, modnet_path):
+    """The pipeline's side of the pause (tests/test_device.py checks it on a real device): while
+    idle the camera is closed, so its light goes off, and nothing is read; a viewer reopens it."""
+    camera = UnpluggedCamera(fail_after=10**6, reopen_attempts=1)
+    sink = VirtualCameraSink(FRAME_SIZE, 30, backend="recording")
+    session = MattingSession(get_spec("modnet"), modnet_path, device="cpu")
+    pipeline = Pipeline(Settings(frames=20), camera, [sink], color_background("#0000ff", FRAME_SIZE), session,
+                        FRAME_SIZE)
+    watching = threading.Event()
+    pipeline.idle = lambda: not watching.is_set()
+    running = threading.Thread(target=pipeline.run)
+    running.start()
+    try:
+        time.sleep(1.0)
+        assert camera.closed and camera.served == 0 and camera.reopens == 0
+        watching.set()
+        running.join(60)
+        assert camera.reopens == 1 and pipeline.stats.frames_out == 20
+    finally:
+        pipeline.abort()
+        running.join()
+        pipeline.close()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

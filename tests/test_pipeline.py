@@ -126,7 +126,8 @@ def test_into_a_real_pyvirtualcam_camera(recording_vcam, person_video, backgroun
     assert (camera.width, camera.height, round(camera.fps)) == (960, 540, 30)
     assert camera.fourcc == int.from_bytes(b"24BG", "little")  # pyvirtualcam.PixelFormat.BGR
     assert stats.live and stats.frames_out == 12 == len(shown_with)
-    assert len(camera.frames) == stats.frames_out + stats.repeated
+    assert len(camera.frames) == 1 + stats.frames_out + stats.repeated  # a black frame as it opens
+    assert not camera.images()[0].any()
     last = camera.images()[-1]
     inputs = [cover_fit(frame, (960, 540)) for frame in read_video(person_video)]
     index, matte_index = shown_with[-1]

@@ -24,7 +24,7 @@ from vbg.errors import VbgError
 if TYPE_CHECKING:
     from vbg.registry import ModelSpec
 
-OK, WARN, FAIL = "ok", "warn", "FAIL"  # FAIL: the plain `vbg` command cannot work until it is fixed
+OK, WARN, FAIL = "ok", "warn", "FAIL"  # FAIL: `vbg` or the call app cannot work until it is fixed
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def virtual_camera(sys_root: Path = Path("/sys"), dev_root: Path = Path("/dev"),
     index = loopbacks.index(wanted)
     exclusive = index < len(caps) and caps[index].strip() in ("Y", "1")
     checks.append(Check("exclusive_caps", OK, f"/dev/{wanted} is capture-only for call apps") if exclusive else
-                  Check("exclusive_caps", WARN, f"/dev/{wanted} was made without exclusive_caps=1: Chrome, "
+                  Check("exclusive_caps", FAIL, f"/dev/{wanted} was made without exclusive_caps=1: Chrome, "
                         "Meet and Zoom do not list it", f"`sudo modprobe -r v4l2loopback && {V4L2LOOPBACK_SETUP}`"))
     node = dev_root / wanted
     if not node.exists():

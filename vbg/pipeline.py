@@ -244,12 +244,12 @@ class Pipeline:
         while not self._stop.is_set() and (limit is None or index < limit):
             if self.idle is not None and self.idle() != paused:
                 paused = not paused
-                log.info("%s", "nobody is watching: capture and inference pause" if paused
-                         else "a viewer is back: resuming")
                 if paused:
                     paused_at = time.perf_counter()
+                    self._pause_capture()
                 else:
                     self.stats.paused_s += time.perf_counter() - paused_at
+                    self._resume_capture()
             if paused:
                 self._stop.wait(IDLE_POLL_S)
                 continue
@@ -289,6 +289,19 @@ class Pipeline:
                 pacer = Pacer(self.source.fps) if self.source.paced else None  # from now on, not to catch up
         if paused:  # stopped while nobody watched
             self.stats.paused_s += time.perf_counter() - paused_at
+
+    def _pause_capture(self) -> None:
+        """Nobody watches: a camera is closed, so that its light goes off and other apps may have it."""
+        if self.source.reconnectable:
+            self.source.close()
+            log.info("nobody is watching: capture and inference pause, %s released", self.source.name)
+        else:
+            log.info("nobody is watching: capture and inference pause")
+
+    def _resume_capture(self) -> None:
+        """A viewer is back: the camera is opened again (if it cannot be, the reconnect loop retries)."""
+        reopened = self.source.reconnectable and self.source.reopen()
+        log.info("a viewer is back: resuming%s", f", {self.source.name} reopened" if reopened else "")
 
     def _infer(self, packet: Packet) -> Packet:
         packet.alpha, packet.small = self._matter.infer(packet.frame)

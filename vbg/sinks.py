@@ -8,8 +8,10 @@ uint8 frame of the output size and returns False when the person asked to stop
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import struct
 import sys
 import time
 from collections.abc import Callable
@@ -28,6 +30,10 @@ log = logging.getLogger(__name__)
 V4L2LOOPBACK_SETUP = "sudo modprobe v4l2loopback devices=1 video_nr=10 card_label=vbg exclusive_caps=1"
 READERS_CHECK_S = 1.0
 VIDEO_FOURCCS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}
+# The two V4L2 ioctls the loopback's hand-back needs (linux/videodev2.h; no maintained Python binding
+# is a dependency here): VIDIOC_QUERYCAP (struct v4l2_capability, 104 bytes) and VIDIOC_STREAMON.
+VIDIOC_QUERYCAP, VIDIOC_STREAMON = 0x80685600, 0x40045612
+V4L2_CAP_VIDEO_CAPTURE, V4L2_CAP_VIDEO_OUTPUT, V4L2_BUF_TYPE_VIDEO_OUTPUT = 0x1, 0x2, 2
 
 
 class Sink(Protocol):
@@ -51,16 +57,28 @@ class VirtualCameraSink:
         if backend is not None and backend not in pyvirtualcam.camera.BACKENDS:
             known = ", ".join(pyvirtualcam.camera.BACKENDS) or "none on this system"
             raise VbgError(f"unknown virtual camera backend '{backend}'; available: {known}")
+        if device is not None and loopback_caps(device) == 0:
+            log.info("%s was left unusable by a writer that quit; handing it back", device)
+            hand_back_loopback(device)
         try:
             self._camera = pyvirtualcam.Camera(size[0], size[1], fps, fmt=pyvirtualcam.PixelFormat.BGR,
                                                device=device, backend=backend)
         except Exception as exc:  # pyvirtualcam reports every backend's failure as one RuntimeError
             reason = " ".join(str(exc).split())
+            if device is not None and loopback_caps(device) == V4L2_CAP_VIDEO_CAPTURE:
+                raise VbgError(f"virtual camera {device} is busy: another program writes to it (or a writer "
+                               "that crashed left it to a call app still reading it); stop that program or close "
+                               "the call app, or pick another --vcam-device") from None
             hint = (f"load v4l2loopback with `{V4L2LOOPBACK_SETUP}` and pass --vcam-device /dev/video10 "
                     "(`vbg doctor` checks the set-up)"
                     if sys.platform.startswith("linux") else "install OBS Studio and start its virtual camera once")
             raise VbgError(f"no virtual camera device ({reason}); {hint}; or use --output FILE|null") from None
-        self.name = f"virtual camera {self._camera.device} ({self._camera.backend})"
+        self.device = self._camera.device
+        self.name = f"virtual camera {self.device} ({self._camera.backend})"
+        # A frame now: an exclusive_caps=1 loopback device is offered to call apps as a camera only once
+        # a frame was written, and vbg pauses before its first frame while nobody reads: unlisted, the
+        # camera could never get the reader that would resume it.
+        self._camera.send(np.zeros((size[1], size[0], 3), np.uint8))
         self._readers: int | None = None
         self._readers_checked = float("-inf")
 
@@ -73,11 +91,55 @@ class VirtualCameraSink:
         now = time.monotonic()
         if now - self._readers_checked > READERS_CHECK_S:
             self._readers_checked = now
-            self._readers = processes_with_open(self._camera.device) if sys.platform.startswith("linux") else None
+            self._readers = processes_with_open(self.device) if sys.platform.startswith("linux") else None
         return self._readers
 
     def close(self) -> None:
         self._camera.close()
+        if loopback_caps(self.device) is not None:
+            hand_back_loopback(self.device)
+
+
+def loopback_caps(device: str) -> int | None:
+    """The capture/output capabilities a v4l2loopback device announces now (with exclusive_caps=1:
+    output while it waits for a writer, capture while one writes); None if it is not one."""
+    try:
+        fd = os.open(device, os.O_RDWR | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        capability = bytearray(104)
+        fcntl.ioctl(fd, VIDIOC_QUERYCAP, capability)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if not capability.startswith(b"v4l2 loopback\0"):
+        return None
+    device_caps = struct.unpack_from("<I", capability, 88)[0]
+    return device_caps & (V4L2_CAP_VIDEO_CAPTURE | V4L2_CAP_VIDEO_OUTPUT)
+
+
+def hand_back_loopback(device: str) -> None:
+    """Leave a v4l2loopback device ready for the next writer.
+
+    v4l2loopback 0.12 (Debian 12, Ubuntu 22.04) only remembers a writer that streamed: one that
+    write()s, as pyvirtualcam does, leaves an exclusive_caps=1 device announcing no output once it
+    closes, and no program can write to it again until the module is reloaded (backscrub#133,
+    "a restart needs a reboot"). A descriptor that asks to stream output and closes counts as
+    that writer leaving, which hands the device back (still capture for a call app reading it).
+    """
+    try:
+        fd = os.open(device, os.O_RDWR | os.O_NONBLOCK)
+    except OSError as exc:
+        log.warning("cannot hand %s back to the next writer: %s", device, exc.strerror)
+        return
+    try:
+        fcntl.ioctl(fd, VIDIOC_STREAMON, struct.pack("i", V4L2_BUF_TYPE_VIDEO_OUTPUT))
+    except OSError:
+        pass  # no buffers are set up, so it fails; the writer is marked all the same
+    finally:
+        os.close(fd)
 
 
 def processes_with_open(path: str) -> int | None:
