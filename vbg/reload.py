@@ -8,14 +8,13 @@ Whatever an edit holds, the watcher goes on watching: the next good edit applies
 from __future__ import annotations
 
 import logging
-import os
-import stat
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vbg.config import read_config
 from vbg.errors import VbgError
+from vbg.files import not_regular
 
 if TYPE_CHECKING:
     from vbg.pipeline import Pipeline
@@ -23,28 +22,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 POLL_S = 0.25
-
-
-def _regular_file_problem(path: Path) -> str:
-    """Why ``path`` cannot be read as a config file without waiting ('' when it can).
-
-    Opening a FIFO blocks until something writes to it, and a device may never end: only
-    regular files are read. The file is opened without blocking and its open handle checked,
-    so a swap between a check and the read cannot turn it into a wait."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except IsADirectoryError:
-        return "is a folder"
-    except OSError:
-        return ""  # missing or unreadable: read_config says which
-    try:
-        mode = os.fstat(fd).st_mode
-    finally:
-        os.close(fd)
-    if stat.S_ISREG(mode):
-        return ""
-    kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode) else "a special file"
-    return f"is {kind}, not a regular file"
 
 
 class ConfigWatcher:
@@ -89,15 +66,15 @@ class ConfigWatcher:
                     self.reload()
                 except Exception as exc:  # noqa: BLE001 - one odd edit must not end hot reload for the run
                     log.error("config %s: applying it failed (%s: %s); keeping the last good settings and "
-                              "still watching", self.path, type(exc).__name__, exc, exc_info=log.isEnabledFor(
-                                  logging.DEBUG))
+                              "still watching", self.path, type(exc).__name__, exc)
+                    log.debug("the failure in full (-v):", exc_info=True)
 
     def reload(self) -> bool:
         """Apply the file as it is now; False (and a warning) if it is bad.
 
         Each changed setting that the file gets wrong is reported and left as it was; the others
         apply, so a setting that stays wrong in the file does not hold back a later good edit."""
-        problem = _regular_file_problem(self.path)
+        problem = not_regular(self.path)
         if problem:
             log.warning("config %s %s; keeping the last good settings", self.path, problem)
             return False

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from vbg.errors import VbgError
+from vbg.files import read_regular
 from vbg.imaging import to_bgr
 
 log = logging.getLogger(__name__)
@@ -248,9 +249,27 @@ class SyntheticSource(_FileSource):
         return False
 
 
+def _truncation(data: bytes) -> str:
+    """What shows that a JPEG or PNG file ends early ('' when nothing does): their decoders
+    draw the missing part grey or fail with a line of their own on stderr, so it is checked first.
+    A JPEG ends with its end-of-image marker (a motion photo's video may follow it); a PNG with IEND."""
+    if data.startswith(b"\xff\xd8\xff"):
+        end = data.rfind(b"\xff\xd9")
+        ends = end >= 0 and (not data[end + 2:].strip(b"\0\r\n\t ") or data[end + 6:end + 10] == b"ftyp")
+        return "" if ends else "it ends before JPEG's end-of-image marker"
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and b"IEND" not in data[-12:]:
+        return "it ends before PNG's IEND chunk"
+    return ""
+
+
 def read_image(path: Path) -> np.ndarray:
-    """A BGR uint8 image from disk, or a :class:`VbgError` naming the file."""
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    """A BGR uint8 image from disk, or a :class:`VbgError` naming the file (a truncated one too)."""
+    data = read_regular(path, "image")
+    truncated = _truncation(data)
+    if truncated:
+        raise VbgError(f"image {path} is truncated ({truncated}): an unfinished download or copy; "
+                       "save or copy it again")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise VbgError(f"cannot read image {path}: not an image format OpenCV can decode")
     return to_bgr(image)
