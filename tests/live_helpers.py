@@ -76,16 +76,17 @@ class Live:
 
 
 class ObsViewer:
-    """A /ws client (aiohttp on its own loop thread) counting the messages it receives; keeps the newest."""
+    """A /ws client (aiohttp on its own loop thread) counting the messages it receives; keeps the newest.
+    ``compress``: ask for per-message compression, as Chromium (and so OBS) always does."""
 
-    def __init__(self, url: str, origin: str | None) -> None:
+    def __init__(self, url: str, origin: str | None, compress: int = 0) -> None:
         self.received = 0
         self.newest: collections.deque[bytes] = collections.deque(maxlen=1)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
         try:
-            self._call(self._open(url, origin))
+            self._call(self._open(url, origin, compress))
         except BaseException:
             self._stop()
             raise
@@ -93,10 +94,10 @@ class ObsViewer:
     def _call(self, coroutine):
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(15)
 
-    async def _open(self, url: str, origin: str | None) -> None:
+    async def _open(self, url: str, origin: str | None, compress: int) -> None:
         self._session = aiohttp.ClientSession()
         try:
-            self._ws = await self._session.ws_connect(url, origin=origin)
+            self._ws = await self._session.ws_connect(url, origin=origin, compress=compress)
         except BaseException:
             await self._session.close()
             raise
@@ -107,6 +108,11 @@ class ObsViewer:
             if message.type == aiohttp.WSMsgType.BINARY:
                 self.newest.append(message.data)
                 self.received += 1
+
+    @property
+    def compressed(self) -> bool:
+        """Whether the server agreed to compress."""
+        return bool(self._ws.compress)
 
     def message(self, seconds: float = 15.0) -> bytes:
         deadline = time.time() + seconds

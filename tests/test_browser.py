@@ -6,6 +6,7 @@ Skipped where chromium or Playwright is missing; .ci/run installs both."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -35,6 +36,7 @@ def browser():
 
 
 MARKUP_NAME = '"><img src=x onerror="window.pwned=1">.png'  # a file name as a downloaded pack might have
+NON_UTF8_NAME = b"\xff\xfe-latin.png"  # a name the OS allows that is not UTF-8 (an old zip's)
 
 
 @pytest.fixture
@@ -48,6 +50,7 @@ def live(tmp_path, video, background_image):
     folder.mkdir()
     shutil.copy(background_image, folder / "stripes.png")
     shutil.copy(background_image, folder / MARKUP_NAME)
+    shutil.copy(background_image, os.fsencode(folder) + b"/" + NON_UTF8_NAME)
     running = Live(video, Settings(output="null", serve=True, backgrounds=str(folder)))
     yield running
     running.close()
@@ -114,3 +117,25 @@ def test_obs_page_shows_the_person_over_transparency(browser, live):
     assert page.evaluate(alpha_at, [30, 30]) < 25  # the wall beside her: transparent
     assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgba(0, 0, 0, 0)"
     assert live.state()["viewers"] == 1  # the stream opened with the page's own Origin
+
+
+def test_every_thumbnail_shows_even_for_a_name_that_is_not_utf8(browser, live):
+    page = browser.new_page(bypass_csp=True)
+    page.goto(live.base + "/")
+    page.wait_for_function("document.querySelectorAll('#thumbs button').length === 3")
+    page.wait_for_function("[...document.querySelectorAll('#thumbs img')].every(i => i.complete && i.naturalWidth > 0)")
+    shown = NON_UTF8_NAME.decode("utf-8", "backslashreplace")
+    page.evaluate("name => [...document.querySelectorAll('#thumbs button')].find(b => b.title === name).click()", shown)
+    assert wait_for(lambda: live.state()["background"] == shown and live.state()["mode"] == "image")
+
+
+def test_the_preview_says_that_the_blurred_room_is_not_streamed(browser, live):
+    page = browser.new_page(bypass_csp=True)
+    page.goto(live.base + "/")
+    page.wait_for_function("window.vbgFrames > 3", timeout=30_000)
+    corner = "() => [...document.getElementById('preview').getContext('2d').getImageData(3, 3, 1, 1).data]"
+    assert sum(page.evaluate(corner)[:3]) < 150  # the caption's dark band, not the plain backdrop (74, 79, 92)
+    page.click("button[data-mode=color]")
+    page.wait_for_function("document.querySelector('button[data-mode=color]').classList.contains('active')")
+    page.wait_for_timeout(500)
+    assert page.evaluate(corner)[:3] == [0, 177, 64]  # the chosen colour itself, no caption

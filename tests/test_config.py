@@ -85,3 +85,25 @@ def test_colour_and_size_parsing():
     assert parse_size("1280x720", "--size") == (1280, 720)
     with pytest.raises(VbgError, match="--size must look like"):
         parse_size("1280", "--size")
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("blur = 1" + "0" * 400, "setting 'blur' must be a number from 1 to 100 (got 1000"),
+    ("port = " + "9" * 400, "setting 'port' must be an integer from 1 to 65535"),
+    ("blur = " + "[" * 5000 + "]" * 5000, "nests too deeply"),
+    ('color = "#00b14"', "setting 'color' must be a colour '#RRGGBB'"),
+])
+def test_a_config_file_with_values_out_of_range_is_one_line_at_start(capsys, tmp_path, text, fragment):
+    from vbg.cli import main
+
+    config = tmp_path / "bad.toml"
+    config.write_text(text + "\n")
+    assert main(["--config", str(config), "--mode", "passthrough", "--output", "null", "--frames", "1"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0] and len(lines[0]) < 400, lines
+
+
+def test_colours_are_normalised():
+    for given in (" 00b140 ", "\t#00B140\n", "#00b140"):
+        assert Settings().replace(color=given).color == "#00b140"
+    assert load_settings(color="FF0000").color == "#ff0000"

@@ -135,9 +135,11 @@ def background_choices(settings: Settings) -> list[str]:
     choices = []
     if settings.backgrounds:
         folder = Path(settings.backgrounds).expanduser()
-        if folder.is_dir():
+        if folder.is_dir():  # regular files only (no FIFO), and no link pointing out of the folder
+            inside = folder.resolve()
             choices = [str(p) for p in sorted(folder.iterdir())
-                       if p.is_file() and (is_image_file(p) or p.suffix.lower() in VIDEO_SUFFIXES)]
+                       if p.is_file() and (is_image_file(p) or p.suffix.lower() in VIDEO_SUFFIXES)
+                       and p.resolve().is_relative_to(inside)]
     if settings.background and settings.background not in choices:
         choices.insert(0, settings.background)
     return choices

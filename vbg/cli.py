@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import json
 import logging
 import re
@@ -31,6 +32,8 @@ examples:
                                            (edits to the file apply while vbg runs)
   vbg --serve --backgrounds ~/Pictures/bg  a control page at http://127.0.0.1:8765/ and an OBS
                                            browser source with real alpha at /obs
+  vbg set mode=blur                        change a running `vbg --serve` (also: vbg get,
+                                           vbg toggle passthrough; for scripts and hotkeys)
   vbg models list                          the models vbg can run
   vbg doctor                               what stands between this machine and a working call
 
@@ -133,7 +136,7 @@ def _run_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="vbg", description="Real-time virtual background: camera → portrait matting → virtual camera. "
         "Other commands: `vbg doctor` (what a working call still needs), `vbg models {list,pull,path}`, "
-        "`vbg eval DIR`, `vbg bench`.",
+        "`vbg eval DIR`, `vbg bench`, `vbg get`/`set`/`toggle` (a running vbg --serve).",
         epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_argument_group("source")
     source.add_argument("--camera", metavar="N|PATH", help="camera index or device path (default 0)")
@@ -433,8 +436,47 @@ def _doctor(argv: Sequence[str]) -> int:
     return EXIT_ERROR if blocking else 0
 
 
+def _remote(command: str, argv: Sequence[str]) -> int:
+    """`vbg get`, `vbg set`, `vbg toggle`: the live settings of a running `vbg --serve`, for scripts
+    and desktop shortcuts (vbg.remote finds its port and token)."""
+    usage = {"get": ("[KEY]", "Print the live settings as JSON, or one of them"),
+             "set": ("KEY=VALUE [KEY=VALUE ...]", "Change live settings, e.g. `vbg set mode=blur blur=30`"),
+             "toggle": ("passthrough|mirror|unmix", "Switch passthrough on or back off, or flip a true/false setting")}
+    words, description = usage[command]
+    parser = _Parser(prog=f"vbg {command}", description=f"{description}, in the vbg --serve this user runs "
+                     "(found in its runtime folder; the most recent one unless --port).",
+                     epilog="example hotkey command: vbg toggle passthrough")
+    nargs = {"get": "?", "set": "+", "toggle": None}[command]
+    parser.add_argument("words", nargs=nargs, metavar=words)
+    parser.add_argument("--port", type=int, help="the vbg serving on this port (default: the most recently started)")
+    args = parser.parse_args(argv)
+    _configure_logging(False, True)
+
+    from vbg import remote
+
+    server = remote.find_server(args.port)
+    if command == "get":
+        state = remote.request_state(server)
+        if args.words is None:
+            print(json.dumps(state, ensure_ascii=False))
+        elif args.words in state:
+            print(json.dumps(state[args.words], ensure_ascii=False))
+        else:
+            raise VbgError(f"no such setting '{args.words}'; there are {', '.join(state)}")
+        return 0
+    if command == "set":
+        change = remote.parse_assignments(args.words)
+    else:
+        change = remote.toggled(remote.request_state(server), args.words)
+    state = remote.request_state(server, change)
+    print(" ".join(f"{key}={json.dumps(state.get(key), ensure_ascii=False)}" for key in change))
+    return 0
+
+
 SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
-    "models": _models, "eval": _eval, "bench": _bench, "doctor": _doctor}
+    "models": _models, "eval": _eval, "bench": _bench, "doctor": _doctor,
+    "get": functools.partial(_remote, "get"), "set": functools.partial(_remote, "set"),
+    "toggle": functools.partial(_remote, "toggle")}
 
 
 def _configure_logging(verbose: bool, quiet: bool) -> None:

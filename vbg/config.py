@@ -12,6 +12,7 @@ import difflib
 import logging
 import math
 import re
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,9 +59,15 @@ def parse_color(text: str) -> tuple[int, int, int]:
     """'#RRGGBB' -> (B, G, R), the channel order OpenCV frames use."""
     match = re.fullmatch(r"#?([0-9a-fA-F]{6})", str(text).strip())
     if not match:
-        raise VbgError(f"bad colour '{text}': use '#RRGGBB', e.g. '#00b140' for green screen")
+        raise VbgError(f"bad colour {reprlib.repr(text)}: use '#RRGGBB', e.g. '#00b140' for green screen")
     r, g, b = (int(match[1][i:i + 2], 16) for i in (0, 2, 4))
     return b, g, r
+
+
+def normal_color(text: str) -> str:
+    """A colour as stored and shown: ' 00B140 ' -> '#00b140' (what an HTML colour input takes)."""
+    b, g, r = parse_color(text)
+    return f"#{r:02x}{g:02x}{b:02x}"
 
 
 def _choice(*allowed: str):
@@ -73,7 +80,8 @@ def _number(low: float, high: float | None = None, integer: bool = False):
     def check(value: Any) -> str | None:
         kind = int if integer else (int, float)
         bad_type = isinstance(value, bool) or not isinstance(value, kind)
-        if bad_type or not math.isfinite(value) or value < low or (high is not None and value > high):
+        infinite = not bad_type and isinstance(value, float) and not math.isfinite(value)  # ints of any size are finite
+        if bad_type or infinite or value < low or (high is not None and value > high):
             span = f"from {low} to {high}" if high is not None else f"at least {low}"
             return f"{'an integer' if integer else 'a number'} {span}"
         return None
@@ -149,23 +157,29 @@ class Settings:
         """A copy with ``changes`` applied, each validated like a config key."""
         for key, value in changes.items():
             check_setting(key, value)
+        if changes.get("color") is not None:
+            changes["color"] = normal_color(changes["color"])
         return dataclasses.replace(self, **changes)
 
 
 SETTINGS_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 
 
+def did_you_mean(key: str) -> str:
+    """"did you mean 'blur'? " for a mistyped setting name, else ""."""
+    close = difflib.get_close_matches(key, SETTINGS_FIELDS, n=1)
+    return f"did you mean '{close[0]}'? " if close else ""
+
+
 def check_setting(key: str, value: Any) -> None:
     """Raise a :class:`VbgError` unless ``key`` is a setting and ``value`` is allowed for it."""
     if key not in SETTINGS_FIELDS:
-        close = difflib.get_close_matches(key, SETTINGS_FIELDS, n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        raise VbgError(f"unknown setting '{key}': {hint}allowed keys are {', '.join(SETTINGS_FIELDS)}")
+        raise VbgError(f"unknown setting '{key}': {did_you_mean(key)}allowed keys are {', '.join(SETTINGS_FIELDS)}")
     if value is None and SETTINGS_FIELDS[key].default is None:
         return
     problem = SETTINGS_FIELDS[key].metadata["check"](value)
     if problem:
-        raise VbgError(f"setting '{key}' must be {problem} (got {value!r})")
+        raise VbgError(f"setting '{key}' must be {problem} (got {reprlib.repr(value)})")
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
@@ -181,6 +195,8 @@ def read_config(path: str | Path) -> dict[str, Any]:
         raise VbgError(f"config file {path} cannot be read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise VbgError(f"config file {path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise VbgError(f"config file {path} nests too deeply to be a vbg config; see configs/ for examples") from None
     for key, value in data.items():
         try:
             check_setting(key, value)

@@ -39,16 +39,25 @@ def not_regular(path: Path) -> str:
         os.close(fd)
 
 
-def read_regular(path: Path, what: str) -> bytes:
-    """The bytes of the regular file ``path``, or a one-line :class:`VbgError` naming ``what`` it is."""
+def open_regular(path: Path, what: str) -> int:
+    """A descriptor of the regular file ``path`` (the caller closes it), or a one-line
+    :class:`VbgError` naming ``what`` it is."""
     try:
         fd = _open(path)
     except IsADirectoryError:
         raise VbgError(f"{what} {path} is a folder") from None
+    except FileNotFoundError:
+        raise VbgError(f"{what} {path} does not exist") from None
     except OSError as exc:
         raise VbgError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    with os.fdopen(fd, "rb") as file:
-        kind = _kind(os.fstat(fd).st_mode)
-        if kind:
-            raise VbgError(f"{what} {path} {kind}")
+    kind = _kind(os.fstat(fd).st_mode)
+    if kind:
+        os.close(fd)
+        raise VbgError(f"{what} {path} {kind}")
+    return fd
+
+
+def read_regular(path: Path, what: str) -> bytes:
+    """The bytes of the regular file ``path``, or a one-line :class:`VbgError` naming ``what`` it is."""
+    with os.fdopen(open_regular(path, what), "rb") as file:
         return file.read()

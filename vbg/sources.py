@@ -8,22 +8,29 @@ reconnect (a camera) ``None`` means "lost for now" and the pipeline calls
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from vbg.errors import VbgError
-from vbg.files import read_regular
+from vbg.files import open_regular
 from vbg.imaging import to_bgr
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 DEFAULT_STILL_FPS = 30.0
+# Checked in the header, before decoding: e.g. 10000x8000, 240 MB decoded (and below Pillow's own bomb warning).
+MAX_IMAGE_PIXELS = 80_000_000
 
 
 class Source(Protocol):
@@ -164,7 +171,8 @@ class VideoFileSource(_FileSource):
     """A video file decoded by OpenCV (FFmpeg)."""
 
     def __init__(self, path: Path, *, loop: bool = False, paced: bool = False) -> None:
-        self._capture = cv2.VideoCapture(str(path))
+        with opencv_name(path, "video") as name:
+            self._capture = cv2.VideoCapture(name)
         first = self._capture.read()[1] if self._capture.isOpened() else None
         if first is None:
             self._capture.release()
@@ -262,9 +270,46 @@ def _truncation(data: bytes) -> str:
     return ""
 
 
+def image_size(file: BinaryIO) -> tuple[int, int]:
+    """(width, height) from an open image file's header, read by Pillow without decoding the pixels."""
+    with warnings.catch_warnings():  # Pillow's bomb warning: the caller applies its own, lower limit
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(file) as image:
+            return image.size
+
+
+@contextlib.contextmanager
+def _image_file(path: Path) -> Iterator[BinaryIO]:
+    """``path`` opened, once it is known to be a regular file whose header names an image of
+    at most :data:`MAX_IMAGE_PIXELS` (a small PNG can hold 20000x20000, gigabytes decoded)."""
+    with os.fdopen(open_regular(path, "image"), "rb") as file:
+        limit = f"over the {MAX_IMAGE_PIXELS // 1_000_000} megapixels vbg decodes; save a smaller copy"
+        try:
+            width, height = image_size(file)
+        except Image.DecompressionBombError:  # Pillow's own limit, far above ours
+            raise VbgError(f"image {path} is {limit}") from None
+        except (UnidentifiedImageError, OSError, ValueError):
+            raise VbgError(f"cannot read image {path}: not an image format vbg can decode") from None
+        if width * height > MAX_IMAGE_PIXELS:
+            raise VbgError(f"image {path} is {width}x{height}, {limit}")
+        file.seek(0)
+        yield file
+
+
+def check_image(path: Path) -> None:
+    """Raise the :class:`VbgError` that :func:`read_image` would, from the header alone (cheap)."""
+    with _image_file(path):
+        pass
+
+
 def read_image(path: Path) -> np.ndarray:
-    """A BGR uint8 image from disk, or a :class:`VbgError` naming the file (a truncated one too)."""
-    data = read_regular(path, "image")
+    """A BGR uint8 image from disk, or a :class:`VbgError` naming the file (a truncated one too).
+
+    Decoded from the file's bytes: OpenCV's own file functions crash on a name that is not
+    valid UTF-8.
+    """
+    with _image_file(path) as file:
+        data = file.read()
     truncated = _truncation(data)
     if truncated:
         raise VbgError(f"image {path} is truncated ({truncated}): an unfinished download or copy; "
@@ -273,6 +318,36 @@ def read_image(path: Path) -> np.ndarray:
     if image is None:
         raise VbgError(f"cannot read image {path}: not an image format OpenCV can decode")
     return to_bgr(image)
+
+
+@contextlib.contextmanager
+def opencv_name(path: Path, what: str) -> Iterator[str]:
+    """A name under which OpenCV (FFmpeg) can open the regular file ``path``, valid while in use.
+
+    OpenCV crashes on a name that is not valid UTF-8 (undecodable bytes in a file name), so
+    such a file is handed over as this process's own open descriptor of it (/proc/self/fd/N,
+    Linux); elsewhere it is refused. A FIFO in a file's place is refused (FFmpeg would block).
+    """
+    fd = open_regular(path, what)
+    try:
+        name = str(path)
+        if not is_utf8(name):
+            if not os.path.isdir("/proc/self/fd"):
+                raise VbgError(f"{what} {path}: OpenCV cannot open a file whose name is not valid UTF-8; "
+                               "rename it")
+            name = f"/proc/self/fd/{fd}"
+        yield name
+    finally:
+        os.close(fd)
+
+
+def is_utf8(name: str) -> bool:
+    """False for a name holding undecodable bytes of a file name (Python's surrogate escapes)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def is_image_file(path: Path) -> bool:

@@ -76,10 +76,21 @@ function drawBackground(width, height) {
       const w = backdrop.naturalWidth * scale, h = backdrop.naturalHeight * scale;
       preview.drawImage(backdrop, (width - w) / 2, (height - h) / 2, w, h);
     }
-  } else {  // blur: the blurred room is not streamed; a neutral backdrop stands in
+  } else {  // blur: the blurred room is not streamed; a neutral backdrop stands in, and the caption says so
     preview.fillStyle = "#4a4f5c";
     preview.fillRect(0, 0, width, height);
   }
+}
+
+// What the preview cannot show, said on it: in blur mode the output has the room blurred behind you.
+function caption(width) {
+  if (!state || state.mode !== "blur") return;
+  preview.font = "12px sans-serif";
+  const text = "the room, blurred, goes here (not streamed to this page)";
+  preview.fillStyle = "rgba(0, 0, 0, 0.6)";
+  preview.fillRect(0, 0, Math.min(width, preview.measureText(text).width + 12), 20);
+  preview.fillStyle = "#fff";
+  preview.fillText(text, 6, 14);
 }
 
 window.vbgStream((person) => {
@@ -88,6 +99,7 @@ window.vbgStream((person) => {
   if (canvas.height !== height) canvas.height = height;
   drawBackground(canvas.width, canvas.height);
   preview.drawImage(person, 0, 0, canvas.width, canvas.height);
+  caption(canvas.width);
 });
 
 document.querySelectorAll("#modes button").forEach((b) => b.onclick = () => send({mode: b.dataset.mode}));
@@ -100,12 +112,14 @@ $("color").onchange = () => send({mode: "color", color: $("color").value});
 $("obs-url").textContent = new URL(withToken("/obs"), location.href).href;
 
 async function poll() {
+  let response;
   try {
-    const response = await fetch(withToken("/api/state"));
-    if (response.ok) show(await response.json());
+    response = await fetch(withToken("/api/state"));
   } catch (e) {
     $("status").textContent = "vbg is not running";
+    return;
   }
+  if (response.ok) show(await response.json());  // a fault in showing it is reported, not taken for "not running"
 }
 poll();
 setInterval(poll, 1000);
