@@ -12,7 +12,7 @@ from conftest import person_frame
 from vbg import registry, runtimes, tuning
 from vbg.errors import VbgError
 from vbg.inference import EVERY_FRAME_MS, open_session
-from vbg.runtimes import CPU, IGPU, ONNXRUNTIME, ONNXRUNTIME_CPU, OPENVINO, Backend
+from vbg.runtimes import CPU, IGPU, ONNXRUNTIME_CPU, OPENVINO, Backend
 from vbg.session import MattingSession
 from vbg.tuning import TOLERANCE, Trial, Tuning
 
