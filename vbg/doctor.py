@@ -1,15 +1,17 @@
 """`vbg doctor`: what stands between this machine and a working call, one check a line.
 
-Each check reads the system facts it needs (``/sys``, ``/dev``, onnxruntime, the model
-cache, a socket) and says what it found and, where that is a problem, the command that
-fixes it. The roots of ``/sys`` and ``/dev`` are parameters so that the checks can be
-run on a faked system.
+Each check reads the system facts it needs (``/sys``, ``/dev``, PipeWire's graph, the
+session bus, onnxruntime, the model cache, a socket) and says what it found and, where
+that is a problem, the command that fixes it. The roots of ``/sys`` and ``/dev`` are
+parameters so that the checks can be run on a faked system.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -250,6 +252,75 @@ def _cached(spec: ModelSpec, label: str) -> Check:
     return Check(label, OK, f"verified at {path}")
 
 
+def pipewire_camera(v4l2_ready: bool) -> list[Check]:
+    """What --output pipewire needs: the daemon, a session manager (it links readers to the
+    camera), PyGObject with GStreamer's pipewiresink, and the camera portal (browsers, OBS and
+    sandboxed apps ask it for PipeWire cameras). Each missing is a FAIL only where v4l2loopback
+    is not set up either (it is the other way)."""
+    from vbg import pipewire
+
+    missing = WARN if v4l2_ready else FAIL
+    aside = " (v4l2loopback is set up: vbg's default output uses it)" if v4l2_ready else ""
+    if not pipewire.daemon_running():
+        where = f"no socket at {pipewire.socket_path()}" if pipewire.socket_path() else "XDG_RUNTIME_DIR is not set"
+        return [Check("PipeWire", missing, f"no PipeWire daemon in this session ({where}){aside}",
+                      f"`{pipewire.PIPEWIRE_START}` (Debian/Ubuntu: `sudo apt install pipewire wireplumber`)")]
+    try:
+        graph = pipewire.dump()
+    except VbgError as exc:  # its message names the fix
+        return [Check("PipeWire", missing, str(exc))]
+    core = next((o for o in graph if o.get("type", "").endswith(":Core")), {})
+    checks = [Check("PipeWire", OK, f"daemon {(core.get('info') or {}).get('version', '')} at "
+                                    f"{pipewire.socket_path()}".replace("  ", " "))]
+    clients = {((o.get("info") or {}).get("props") or {}).get("application.name") for o in graph
+               if o.get("type", "").endswith(":Client")}
+    manager = next((name for name in ("WirePlumber", "pipewire-media-session") if name in clients), None)
+    checks.append(Check("session manager", OK, f"{manager} links readers to the camera") if manager else
+                  Check("session manager", missing, "no session manager (WirePlumber or pipewire-media-session) "
+                        f"is connected: nothing links a reader to the camera{aside}",
+                        "`systemctl --user start wireplumber` (Debian/Ubuntu: `sudo apt install wireplumber`)"))
+    try:
+        pipewire.gstreamer()
+        checks.append(Check("PipeWire output", OK, "PyGObject and GStreamer's pipewiresink are installed"))
+    except VbgError as exc:  # its message names the fix
+        checks.append(Check("PipeWire output", missing, f"{exc}{aside}"))
+    portal = camera_portal()
+    checks.append(portal if portal.status == OK else Check(portal.name, missing, portal.found + aside, portal.fix))
+    return checks
+
+
+PORTAL_BACKEND = "`sudo apt install xdg-desktop-portal xdg-desktop-portal-gtk` (or -gnome, -kde), then log in again"
+
+
+def camera_portal(timeout_s: float = 10.0) -> Check:
+    """xdg-desktop-portal's Camera interface on the session bus: Chromium, Firefox and OBS ask it
+    for PipeWire cameras (libwebrtc's and OBS's PipeWire camera code go through it), and so do
+    Flatpak and snap apps. Missing, it is a warning here; :func:`pipewire_camera` weighs it."""
+    name = "camera portal"
+    if shutil.which("gdbus") is None:
+        return Check(name, WARN, "not checked: gdbus is missing", "`sudo apt install libglib2.0-bin`")
+    try:
+        result = subprocess.run(
+            ["gdbus", "call", "--session", "--timeout", str(int(timeout_s)), "--dest", "org.freedesktop.portal.Desktop",
+             "--object-path", "/org/freedesktop/portal/desktop", "--method", "org.freedesktop.DBus.Properties.Get",
+             "org.freedesktop.portal.Camera", "version"], capture_output=True, text=True, timeout=timeout_s + 5)
+    except subprocess.TimeoutExpired:
+        return Check(name, WARN, f"xdg-desktop-portal did not answer within {timeout_s:g} s", PORTAL_BACKEND)
+    if result.returncode == 0:
+        version = re.search(r"\d+", result.stdout)
+        return Check(name, OK, f"xdg-desktop-portal's Camera interface (version {version[0] if version else '?'}) "
+                               "lets browsers, OBS and sandboxed apps ask for the PipeWire camera")
+    error = " ".join(result.stderr.split())
+    if "No such interface" in error:
+        found = "xdg-desktop-portal runs without its Camera interface (it needs a backend with the Access portal)"
+    elif "ServiceUnknown" in error or "not provided by any .service" in error:
+        found = "xdg-desktop-portal is not installed"
+    else:
+        found = f"the session bus did not answer ({error[:120]})"
+    return Check(name, WARN, f"{found}: browsers, OBS and Flatpak/snap apps will not see the PipeWire camera",
+                 PORTAL_BACKEND)
+
+
 def serve_port(host: str = "127.0.0.1", port: int = 8765) -> Check:
     """The --serve port is free (only `vbg --serve` needs it, so a busy one is a warning)."""
     from vbg.server import check_port
@@ -266,7 +337,13 @@ def run_checks(*, camera_device: str = "0", vcam_device: str | None = None, host
     """Every check, in the order a first run meets them."""
     checks: list[Check] = []
     if sys.platform.startswith("linux"):
-        checks += virtual_camera(sys_root, dev_root, vcam_device)
+        v4l2 = virtual_camera(sys_root, dev_root, vcam_device)
+        pipewire = pipewire_camera(v4l2_ready=all(c.status != FAIL for c in v4l2))
+        if vcam_device is None and all(c.status == OK for c in pipewire):
+            # the default output falls back to the PipeWire camera: v4l2loopback is then optional
+            v4l2 = [Check(c.name, WARN, f"{c.found} (the default output uses the PipeWire camera instead)", c.fix)
+                    if c.status == FAIL else c for c in v4l2]
+        checks += v4l2 + pipewire
     else:
         checks.append(Check("virtual camera", WARN, "not checked on this platform (OBS Studio's virtual camera)",
                             "install OBS Studio and start its virtual camera once"))

@@ -18,6 +18,7 @@ from vbg.pipeline import Pipeline, RunStats, build
 from vbg.reload import ConfigWatcher
 from vbg.server import ControlServer, check_port
 from vbg.errors import VbgError
+from vbg.pipewire import PipeWireSink
 from vbg.sinks import NullSink, VirtualCameraSink, discard_unfinished
 from vbg.sources import Source
 
@@ -40,14 +41,16 @@ def _stop_on_signals(stop: Callable[[], None]):
 def nobody_watching(pipeline: Pipeline, server: ControlServer | None) -> Callable[[], bool] | None:
     """A test for "no one consumes the output" where it can be answered, else None.
 
-    A live run into the virtual camera (on Linux, where readers can be counted) or only
-    into the OBS page is idle while it has no reader and no stream viewer. A preview
-    window or a file always counts as watching.
+    A live run into cameras (the virtual camera on Linux, where readers can be counted;
+    the PipeWire camera, whose links are its readers) or only into the OBS page is idle
+    while none of them has a reader and the page no stream viewer. A preview window or
+    a file always counts as watching.
     """
     if not pipeline.live:
         return None
-    cameras = [s for s in pipeline.sinks if isinstance(s, VirtualCameraSink)]
-    if any(not isinstance(s, (VirtualCameraSink, NullSink)) for s in pipeline.sinks) or (not cameras and not server):
+    cameras = [s for s in pipeline.sinks if isinstance(s, (VirtualCameraSink, PipeWireSink))]
+    if any(not isinstance(s, (VirtualCameraSink, PipeWireSink, NullSink)) for s in pipeline.sinks) or (
+            not cameras and not server):
         return None
 
     def idle() -> bool:

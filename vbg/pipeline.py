@@ -56,7 +56,7 @@ from vbg.registry import get_spec
 from vbg.ringbuffer import Closed, Latest, RingBuffer
 from vbg.inference import open_session
 from vbg.session import Session
-from vbg.sinks import PreviewSink, Sink, open_output
+from vbg.sinks import PreviewSink, Sink, live_output, open_outputs
 from vbg.sources import CameraSource, Source, open_input
 from vbg.timing import Pacer, StageClock
 
@@ -553,15 +553,16 @@ def build(settings: Settings, source: Source | None = None) -> Pipeline:
         background_path(settings)  # a typo in --bg is reported before the camera is opened
     with contextlib.ExitStack() as opened:
         if source is None:
-            source = open_source(settings, paced=settings.output == "vcam" or settings.preview or settings.serve)
+            source = open_source(settings, paced=live_output(settings.output) or settings.preview or settings.serve)
         opened.callback(source.close)
         size = output_size(settings.size) if settings.size else source.size
         fps = settings.fps or source.fps
         background = open_background(settings, size)
         opened.callback(background.close)
-        sinks: list[Sink] = [open_output(settings.output, size, fps, vcam_device=settings.vcam_device,
-                                         vcam_backend=settings.vcam_backend)]
-        opened.callback(sinks[0].close)
+        sinks: list[Sink] = open_outputs(settings.output, size, fps, vcam_device=settings.vcam_device,
+                                         vcam_backend=settings.vcam_backend, pipewire_name=settings.pipewire_name)
+        for sink in sinks:
+            opened.callback(sink.close)
         if settings.preview:
             sinks.append(PreviewSink())
             opened.callback(sinks[-1].close)

@@ -1,4 +1,5 @@
-"""Frame sinks: the virtual camera, a video file, a preview window, nothing.
+"""Frame sinks: the virtual camera, the PipeWire camera (:mod:`vbg.pipewire`), a video file, a
+preview window, nothing.
 
 Every sink has the same small surface (:class:`Sink`): ``write(frame)`` takes one BGR
 uint8 frame of the output size and returns False when the person asked to stop
@@ -20,6 +21,7 @@ import numpy as np
 import pyvirtualcam
 
 from vbg.errors import VbgError
+from vbg.pipewire import PIPEWIRE_START, PipeWireSink, daemon_running
 
 log = logging.getLogger(__name__)
 
@@ -199,11 +201,63 @@ class NullSink:
         pass
 
 
+def output_names(output: str | list[str]) -> list[str]:
+    """``--output`` as a list: repeated options and comma-separated words (``vcam,pipewire``)."""
+    items = [output] if isinstance(output, str) else list(output)
+    names = [part.strip() for item in items for part in item.split(",") if part.strip()]
+    if not names:
+        raise VbgError("--output is empty; give auto, vcam, pipewire, null or a video file")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise VbgError(f"--output names {', '.join(twice)} twice; give each output once")
+    return names
+
+
+def live_output(output: str | list[str]) -> bool:
+    """Whether an output consumes frames in real time (so the source is paced like a camera)."""
+    return any(name in ("auto", "vcam", "pipewire") for name in output_names(output))
+
+
+def open_outputs(output: str | list[str], size: tuple[int, int], fps: float, *, vcam_device: str | None = None,
+                 vcam_backend: str | None = None, pipewire_name: str = "vbg") -> list[Sink]:
+    """The sinks for ``--output`` (one pipeline feeds them all); on failure, those opened are closed."""
+    sinks: list[Sink] = []
+    try:
+        for name in output_names(output):
+            sinks.append(open_output(name, size, fps, vcam_device=vcam_device, vcam_backend=vcam_backend,
+                                     pipewire_name=pipewire_name))
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
+    return sinks
+
+
 def open_output(output: str, size: tuple[int, int], fps: float, *, vcam_device: str | None = None,
-                vcam_backend: str | None = None) -> Sink:
-    """The sink for ``--output``: 'vcam', 'null' or a video file path."""
+                vcam_backend: str | None = None, pipewire_name: str = "vbg") -> Sink:
+    """The sink for one ``--output`` word: 'auto', 'vcam', 'pipewire', 'null' or a video file path."""
+    if output == "auto":
+        return _default_camera(size, fps, vcam_device, vcam_backend, pipewire_name)
     if output == "vcam":
         return VirtualCameraSink(size, fps, device=vcam_device, backend=vcam_backend)
+    if output == "pipewire":
+        return PipeWireSink(size, fps, name=pipewire_name)
     if output == "null":
         return NullSink()
     return VideoFileSink(Path(output).expanduser(), size, fps)
+
+
+def _default_camera(size: tuple[int, int], fps: float, vcam_device: str | None, vcam_backend: str | None,
+                    pipewire_name: str) -> Sink:
+    """The default output: the virtual camera device where there is one (or one was named), else
+    a PipeWire camera where a PipeWire daemon runs, else the error naming both set-ups."""
+    try:
+        return VirtualCameraSink(size, fps, device=vcam_device, backend=vcam_backend)
+    except VbgError as exc:
+        if vcam_device or vcam_backend or not sys.platform.startswith("linux"):
+            raise
+        if not daemon_running():
+            raise VbgError(f"{exc}; or start PipeWire (`{PIPEWIRE_START}`) for a PipeWire camera") from None
+        log.info("no v4l2loopback camera opened (`vbg doctor` says why): the output is a PipeWire camera")
+        log.debug("v4l2loopback: %s", exc)
+    return PipeWireSink(size, fps, name=pipewire_name)
