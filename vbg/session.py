@@ -36,6 +36,7 @@ class Session(Protocol):
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray: ...
     def infer(self, frame_bgr: np.ndarray) -> np.ndarray: ...
     def reset(self) -> None: ...
+    def warm_up(self, frame_hw: tuple[int, int]) -> None: ...
     def go_live(self, live: bool, clock: StageClock | None = None) -> None: ...
     def close(self) -> None: ...
 
@@ -84,6 +85,12 @@ class MattingSession:
 
     def close(self) -> None:
         """Nothing runs in the background: the runtime frees the model with the session."""
+
+    def warm_up(self, frame_hw: tuple[int, int]) -> None:
+        """Run once on a blank frame of ``frame_hw``, so that what a runtime does on its first run
+        at a shape (OpenVINO compiles for it: up to a second) is not the first real frame's wait."""
+        self.infer(np.zeros((*frame_hw, 3), np.uint8))
+        self.reset()
 
     def reset(self) -> None:
         """Forget recurrent state (a scene cut, a new source)."""
