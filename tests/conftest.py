@@ -57,6 +57,12 @@ def _seed(user_cache: Path, test_cache: Path) -> None:
             except VbgError:
                 continue  # a corrupt copy stays where it is; the tests pull a good one
             shutil.copyfile(source, target)
+    for name in ("calibration", "tuning.json"):  # real frames of people, and the runtime trials (kept
+        source, target = user_cache / name, test_cache / name  # only while what made them still holds)
+        if source.is_dir() and not target.exists():
+            shutil.copytree(source, target)
+        elif source.is_file() and not target.exists():
+            shutil.copyfile(source, target)
     try:
         made = json.loads((user_cache / "registry.json").read_text("utf-8"))
     except (OSError, ValueError):

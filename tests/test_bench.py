@@ -94,7 +94,7 @@ def test_a_slow_consumer_makes_live_runs_drop_oldest_frames_and_count_them(modne
     size = (320, 180)
     source = SyntheticSource(size, fps=100, paced=True)
     sink = SlowSink()
-    session = MattingSession(get_spec("modnet"), modnet_path, device="cpu")
+    session = MattingSession(get_spec("modnet"), modnet_path)
     pipeline = Pipeline(Settings(frames=20), source, [sink], color_background("#000000", size), session, size)
     stats = pipeline.run()
     pipeline.close()

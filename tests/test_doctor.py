@@ -229,5 +229,23 @@ def test_all_checks_in_the_order_a_first_run_meets_them(monkeypatch, tmp_path):
     sys_root, dev_root = fake_system(tmp_path)
     checks = doctor.run_checks(sys_root=sys_root, dev_root=dev_root, port=0)
     assert [c.name for c in checks] == ["virtual camera", "exclusive_caps", "device access", "PipeWire", "camera 0",
-                                        "inference", f"model {default_model()[0]}", "--serve port"]
+                                        "inference", "runtimes", f"model {default_model()[0]}", "--serve port"]
     assert [c.name for c in checks if c.status == doctor.FAIL] == ["camera 0"]
+
+
+def test_runtimes_say_what_openvino_offers_and_what_the_trial_chose(monkeypatch, tmp_path):
+    from vbg import runtimes, tuning
+    from vbg.runtimes import ONNXRUNTIME_CPU
+
+    monkeypatch.setenv("VBG_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(runtimes, "_openvino", lambda: (None, "OpenVINO is not installed (`pip install openvino` adds it)"))
+    check = doctor.runtimes()
+    assert check.status == doctor.WARN and "only onnxruntime" in check.found and "pip install openvino" in check.fix
+    monkeypatch.undo()
+    if runtimes.openvino_version() is None:
+        return
+    monkeypatch.setenv("VBG_CACHE_DIR", str(tmp_path))
+    assert "the first run measures" in doctor.runtimes().found
+    tuning._store(tuning.Tuning("modnet", (256, 448), 1, [tuning.Trial("modnet", ONNXRUNTIME_CPU, 99.0, 0.0)]))
+    check = doctor.runtimes()
+    assert check.status == doctor.OK and "chosen: modnet on onnxruntime cpu f32: 99 ms" in check.found

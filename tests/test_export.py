@@ -128,7 +128,7 @@ def test_fixed_shape_export_for_tensorrt(private_registry, modnet_path):
     dims = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).get_inputs()[0].shape
     assert dims == [1, 3, 160, 288]
     spec = get_spec("fixed")
-    session = MattingSession(spec, out, device="cpu")
+    session = MattingSession(spec, out)
     assert session.infer(person_frame()).shape == (160, 288)
 
 

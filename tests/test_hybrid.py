@@ -116,8 +116,8 @@ def test_the_registry_entry_names_a_fast_and_a_detail_model():
 def hybrid_session(modnet_path):
     """The real models: selfie-landscape and MODNet (fp32, at a small matte size to be quick)."""
     fast = get_spec("selfie-landscape")
-    return HybridSession(get_spec("hybrid"), MattingSession(fast, ensure_model(fast), device="cpu", threads=1),
-                         MattingSession(get_spec("modnet"), modnet_path, device="cpu", matte_size=128, threads=1))
+    return HybridSession(get_spec("hybrid"), MattingSession(fast, ensure_model(fast), threads=1),
+                         MattingSession(get_spec("modnet"), modnet_path, matte_size=128, threads=1))
 
 
 def test_offline_every_matte_is_the_detail_models_own(hybrid_session):

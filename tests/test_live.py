@@ -65,7 +65,7 @@ def test_a_camera_that_vanishes_is_survived_and_reconnected(recording_vcam, modn
     settings = Settings(frames=30)
     camera = UnpluggedCamera(fail_after=10, reopen_attempts=2)
     sink = VirtualCameraSink(FRAME_SIZE, 30, backend="recording")
-    session = MattingSession(get_spec("modnet"), modnet_path, device="cpu")
+    session = MattingSession(get_spec("modnet"), modnet_path)
     pipeline = Pipeline(settings, camera, [sink], color_background("#0000ff", FRAME_SIZE), session, FRAME_SIZE)
     try:
         stats = pipeline.run()

@@ -44,7 +44,7 @@ def run_live(clip, model_path, every_frame=False, **settings):
     paths = sorted((clip / "com").iterdir())
     source = ImagesSource(paths, "clip", paced=True, fps=FPS)
     spec = dataclasses.replace(default_matting_spec(), every_frame=every_frame)
-    session = MattingSession(spec, model_path, device="cpu", matte_size=int(MATTE))
+    session = MattingSession(spec, model_path, matte_size=int(MATTE))
     session.infer(person_frame())  # warm: a cold first run takes as long as several frames
     pipeline = Pipeline(Settings(**settings), source, [NullSink()], color_background("#000000", source.size),
                         session, source.size)

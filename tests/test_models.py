@@ -13,7 +13,8 @@ from conftest import person_frame, reference_matte
 from vbg import registry
 from vbg.errors import VbgError
 from vbg.registry import matte_shape
-from vbg.session import MattingSession, choose_providers, runs_every_frame
+from vbg.runtimes import choose_providers
+from vbg.session import MattingSession, runs_every_frame
 
 
 def test_registry_describes_both_models_as_data():
@@ -193,7 +194,7 @@ def test_matte_shape_keeps_aspect_and_model_multiple(frame_hw, short, expected):
 
 
 def test_modnet_session_finds_the_person(modnet_path):
-    session = MattingSession(registry.get_spec("modnet"), modnet_path, device="cpu", matte_size=256)
+    session = MattingSession(registry.get_spec("modnet"), modnet_path, matte_size=256)
     frame = person_frame()
     alpha = session.infer(frame)
     assert session.provider == "CPUExecutionProvider"
@@ -211,12 +212,12 @@ def test_a_file_that_is_not_a_model_fails_cleanly(tmp_path):
     bogus = tmp_path / "modnet.onnx"
     bogus.write_bytes(b"not an onnx model")
     with pytest.raises(VbgError, match="could not load model 'modnet'.*pull --force modnet"):
-        MattingSession(registry.get_spec("modnet"), bogus, device="cpu")
+        MattingSession(registry.get_spec("modnet"), bogus)
 
 
 def test_rvm_runs_in_the_same_session_class_and_carries_state():
     spec = registry.get_spec("rvm")
-    session = MattingSession(spec, registry.ensure_model(spec), device="cpu", matte_size=160)
+    session = MattingSession(spec, registry.ensure_model(spec), matte_size=160)
     frame = person_frame()
     first = session.infer(frame)
     assert first.shape == frame.shape[:2]  # RVM returns the matte at frame size
@@ -233,7 +234,7 @@ def test_rvm_state_is_reset_on_a_scene_cut_but_carried_otherwise():
 
     spec = registry.get_spec("rvm")
     path = registry.ensure_model(spec)
-    matter = Matter(MattingSession(spec, path, device="cpu", matte_size=160), smoothing=0.0)
+    matter = Matter(MattingSession(spec, path, matte_size=160), smoothing=0.0)
     matter(person_frame(0))
     matter(person_frame(1))  # a person moving a little: same scene, state carried
     assert matter.scene_cuts == 0
@@ -241,20 +242,22 @@ def test_rvm_state_is_reset_on_a_scene_cut_but_carried_otherwise():
     other_scene[100:300, 200:400] = (40, 200, 90)
     cut = matter(other_scene)
     assert matter.scene_cuts == 1
-    fresh = MattingSession(spec, path, device="cpu", matte_size=160).infer(other_scene)
+    fresh = MattingSession(spec, path, matte_size=160).infer(other_scene)
     assert np.abs(cut - fresh).max() < 1e-5  # the cut frame was matted with no memory of the old scene
 
 
 def test_io_binding_keeps_state_where_the_provider_wants_it_and_changes_no_result():
-    from vbg.session import state_device
+    from vbg.runtimes import OnnxRuntimeEngine, state_device
 
     assert state_device("CUDAExecutionProvider") == state_device("TensorrtExecutionProvider") == "cuda"
     assert state_device("CPUExecutionProvider") is None
     spec = registry.get_spec("rvm")
     path = registry.ensure_model(spec)
-    plain = MattingSession(spec, path, device="cpu", matte_size=160)
-    bound = MattingSession(spec, path, device="cpu", matte_size=160, bind_state_to="cpu")  # the GPU path, on CPU
-    assert plain._bind_state_to is None and bound._bind_state_to == "cpu"
+    plain = MattingSession(spec, path, matte_size=160)
+    bound = MattingSession(spec, path, matte_size=160)
+    bound._engine = OnnxRuntimeEngine(path, "cpu", threads=0, recurrent=True, cache=registry.cache_dir())
+    bound._engine._bind_state_to = "cpu"  # the GPU path (IO binding), on the CPU
+    assert plain._engine._bind_state_to is None
     for i in range(3):  # the state is carried through the binding from frame to frame
         assert np.abs(plain.infer(person_frame(i)) - bound.infer(person_frame(i))).max() < 1e-5
 
@@ -334,7 +337,7 @@ def test_a_derived_model_records_what_made_it_and_is_remade_when_that_changes(ti
     monkeypatch.setattr(quantize, "RECIPE", quantize.RECIPE + 1)  # the recipe changed
     spec = registry.get_spec("tiny-int8")
     assert registry.stale_reason(spec) == f"recipe {quantize.RECIPE - 1} -> {quantize.RECIPE}"
-    session = MattingSession(spec, registry.ensure_model(spec), device="cpu")
+    session = MattingSession(spec, registry.ensure_model(spec))
     assert "making it again" in caplog.text and registry.get_spec("tiny-int8").made_with["recipe"] == quantize.RECIPE
     assert session.infer(person_frame()).shape == (64, 128)
 

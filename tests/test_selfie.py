@@ -49,7 +49,7 @@ def test_onnx_matches_the_tflite_runtime_on_a_real_image(selfie):
     rgb = cv2.resize(skdata.astronaut(), (width, height), interpolation=cv2.INTER_AREA)
     expected = tflite_alpha(tflite_path, rgb)
     # vbg's own path: BGR frame in, the registry's channel order and normalisation applied by the session.
-    alpha = MattingSession(spec, onnx_path, device="cpu").infer(np.ascontiguousarray(rgb[:, :, ::-1]))
+    alpha = MattingSession(spec, onnx_path).infer(np.ascontiguousarray(rgb[:, :, ::-1]))
     assert alpha.shape == expected.shape == (height, width)
     assert (expected > 0.9).mean() > 0.2 and (expected < 0.1).mean() > 0.2  # a real matte, not a flat one
     assert np.abs(alpha - expected).max() < 1e-3
@@ -58,7 +58,7 @@ def test_onnx_matches_the_tflite_runtime_on_a_real_image(selfie):
 def test_matte_covers_the_person_and_not_the_room(selfie):
     spec, onnx_path, _ = selfie
     frame = person_frame(0)  # the astronaut portrait between two plain walls, 640x360
-    matter = Matter(MattingSession(spec, onnx_path, device="cpu"), smoothing=0.0)
+    matter = Matter(MattingSession(spec, onnx_path), smoothing=0.0)
     alpha = matter(frame)
     assert alpha.shape == frame.shape[:2]
     face, torso = alpha[30:90, 265:335], alpha[200:300, 200:330]

@@ -95,7 +95,10 @@ def _add_look_options(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--model", metavar="NAME", help=f"model from `vbg models list` (default {Settings.model}: the hybrid, "
                        "or MODNet alone on a GPU)")
     model.add_argument("--matte-size", type=int, metavar="PX", help="short side of the matte; larger is sharper and slower")
-    model.add_argument("--device", choices=DEVICES, help="where inference runs (default auto: GPU if there is one)")
+    model.add_argument("--device", choices=DEVICES,
+                       help="where inference runs: auto (default; an NVIDIA/DirectML/CoreML GPU through onnxruntime "
+                       "if there is one, else the runtime and device a short trial found fastest here, see "
+                       "`vbg models tune`), cpu, gpu, or igpu (an Intel GPU through OpenVINO)")
     model.add_argument("--smoothing", type=float, metavar="0-1", help=f"motion-compensated temporal smoothing against flicker (default {Settings.smoothing}, 0 = off)")
     model.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
                        help="edges guided by the full-resolution frame (default on)")
@@ -231,9 +234,11 @@ def _bench(argv: Sequence[str]) -> int:
 
 def _models(argv: Sequence[str]) -> int:
     from vbg import registry
+    from vbg.inference import tune, tuned_choice
+    from vbg.tuning import TRIAL_FRAMES
 
     parser = _Parser(prog="vbg models", description="List, download and locate matting models.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{list,pull,path}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{list,pull,path,tune,export}")
     commands.add_parser("list", help="the models vbg knows, their licence and whether they are downloaded")
     pull = commands.add_parser("pull", help="download a model into the cache and verify it")
     pull.add_argument("name", nargs="?", default="auto",
@@ -242,6 +247,14 @@ def _models(argv: Sequence[str]) -> int:
     pull.add_argument("-v", "--verbose", action="store_true", help="show pip's own lines too")
     path = commands.add_parser("path", help="print the cached file's path")
     path.add_argument("name", help="model name")
+    tuning = commands.add_parser(
+        "tune", help="measure again which runtime, device and precision run MODNet fastest here",
+        description="Run the short trial that the first run makes: every runtime (onnxruntime, OpenVINO), "
+                    "device and precision this machine offers, on each MODNet file, on real frames of people "
+                    "at the live size; keep the fastest whose alpha stays within 0.01 of fp32. "
+                    "vbg measures again by itself when the CPU, a runtime or a model changes.")
+    tuning.add_argument("name", nargs="?", default="auto", help="model name (default auto: the hybrid's MODNet)")
+    tuning.add_argument("--matte-size", type=int, metavar="PX", help="short side of the matte (default: the model's)")
     export = commands.add_parser(
         "export", help="export MODNet from PyTorch to ONNX (needs `pip install -e '.[export]'`)",
         description="Export MODNet to a checked ONNX file (opset 17) and register it, so --model NAME uses it.",
@@ -276,6 +289,19 @@ def _models(argv: Sequence[str]) -> int:
                       + (f"; made again on next use ({stale})" if stale else ""))
         name, why = registry.default_model()
         print(f"default here (--model auto): {name}, because {why}")
+        print(f"runtime here (--model auto): {tuned_choice(registry.get_spec(name))}")
+        return 0
+    if args.command == "tune":
+        trial, target = tune(registry.get_spec(args.name), args.matte_size)
+        h, w = trial.shape
+        print(f"{target.name} and its variants at {w}x{h}, {trial.threads or 'all'} thread(s), "
+              f"on {TRIAL_FRAMES} real frames of people:")
+        for row in sorted(trial.trials, key=lambda t: (t.ms is None, t.ms or 0)):
+            result = (f"failed: {row.failed}" if row.ms is None else
+                      f"{row.ms:7.1f} ms  mean |Δα| {row.error:.4f}{'' if row.usable else ' (too far from fp32)'}")
+            print(f"  {row.model:<14} {str(row.backend):<22} {result}")
+        chosen = trial.best(models=None if registry.get_spec(args.name).hybrid else (target.name,))
+        print(f"chosen: {trial.describe(chosen)}" if chosen else "chosen: none ran within tolerance; onnxruntime")
         return 0
     if args.command == "export":
         return _export(args)

@@ -27,7 +27,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 MODES = ("blur", "image", "color", "passthrough")
-DEVICES = ("auto", "cpu", "gpu")
+DEVICES = ("auto", "cpu", "gpu", "igpu")  # igpu: an Intel GPU through OpenVINO (vbg.runtimes)
 
 
 def parse_size(text: str, what: str) -> tuple[int, int]:

@@ -149,7 +149,7 @@ def camera(device: str = "0", sys_root: Path = Path("/sys"), dev_root: Path = Pa
         source.close()
 
 
-# onnxruntime's GPU providers (vbg.session.GPU_PROVIDERS) as a user knows them.
+# onnxruntime's GPU providers (vbg.runtimes.GPU_PROVIDERS) as a user knows them.
 GPU_NAMES = {"TensorrtExecutionProvider": "TensorRT, NVIDIA", "CUDAExecutionProvider": "CUDA, NVIDIA",
              "DmlExecutionProvider": "DirectML", "CoreMLExecutionProvider": "Core ML, Apple"}
 
@@ -158,7 +158,7 @@ def providers(available: Sequence[str] | None = None, installed: Sequence[str] |
               dev_root: Path = Path("/dev")) -> Check:
     """Where the model runs (the onnxruntime providers vbg can use, in words) and, where that is not a
     GPU, why not."""
-    from vbg.session import CPU_PROVIDER, GPU_INSTALL, GPU_PROVIDERS
+    from vbg.runtimes import CPU_PROVIDER, GPU_INSTALL, GPU_PROVIDERS
 
     if available is None:
         import onnxruntime as ort
@@ -184,6 +184,28 @@ def providers(available: Sequence[str] | None = None, installed: Sequence[str] |
     if sys.platform.startswith("linux") and not (dev_root / "nvidia0").exists():
         return Check("inference", OK, f"{found} (no NVIDIA GPU here)")
     return Check("inference", WARN, f"{found}: the CPU build of onnxruntime is installed", GPU_INSTALL)
+
+
+def runtimes() -> Check:
+    """What OpenVINO offers beside onnxruntime (an Intel GPU, bf16), and which runtime the trial chose
+    for the default model's MODNet. A missing OpenVINO is a warning: onnxruntime still runs everything."""
+    from vbg import runtimes, tuning
+    from vbg.inference import DETAIL_THREADS
+    from vbg.registry import get_spec
+
+    offered = runtimes.offered()
+    found = f"OpenVINO {offered[runtimes.OPENVINO]}"
+    if runtimes.openvino_version() is None:
+        return Check("runtimes", WARN, f"{offered[runtimes.OPENVINO]}: only onnxruntime runs models",
+                     f"{runtimes.OPENVINO_INSTALL}, then `vbg models tune` (OpenVINO ran MODNet 3-9x faster "
+                     "on CPUs with AVX-512, VNNI or AMX)")
+    modnet = get_spec("modnet")
+    trial = tuning.cached("modnet", tuning.live_shape(modnet, get_spec("hybrid").default_matte_size), DETAIL_THREADS)
+    chosen = trial.best() if trial else None
+    if chosen is None:
+        return Check("runtimes", OK, f"{found}; the first run measures which runs MODNet fastest "
+                     "(or `vbg models tune` now)")
+    return Check("runtimes", OK, f"{found}; chosen: {trial.describe(chosen)}")
 
 
 def _installed(distribution: str) -> bool:
@@ -327,6 +349,7 @@ def run_checks(*, camera_device: str = "0", vcam_device: str | None = None, host
                             "install OBS Studio and start its virtual camera once"))
     checks.append(camera(camera_device, sys_root, dev_root))
     checks.append(providers(dev_root=dev_root))
+    checks.append(runtimes())
     checks.append(model_cache())
     checks.append(serve_port(host, port))
     return checks

@@ -201,6 +201,11 @@ class HybridSession:
         detail, fast_then, shade_then = cv2.split(self._propagator(then, grey_then, small))  # one flow for all
         return fuse(detail, fast, fast_then, _unexplained(shade_then, shade))
 
+    def warm_up(self, frame_hw: tuple[int, int]) -> None:
+        """Both models, each at the shape it runs at for frames of ``frame_hw``."""
+        self.fast.warm_up(frame_hw)
+        self.detail.warm_up(frame_hw)
+
     def reset(self) -> None:
         """A new scene or source: the detail model's newest matte belongs to the old one."""
         with self._lock:

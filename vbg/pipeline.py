@@ -582,6 +582,7 @@ def build(settings: Settings, source: Source | None = None) -> Pipeline:
         session = None
         if settings.mode != "passthrough" or source.live:  # a live run may switch to a background later
             session = open_session(get_spec(settings.model), device=settings.device, matte_size=settings.matte_size)
+            session.warm_up(size[::-1])  # before the first frame is captured: no stall in the call
         pipeline = Pipeline(settings, source, sinks, background, session, size)
         opened.pop_all()
     log.info("source: %s%s", source.name, f" ({source.delivered})" if hasattr(source, "delivered") else "")
