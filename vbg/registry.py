@@ -441,6 +441,11 @@ def _install(spec: ModelSpec, partial: Path, target: Path) -> None:
 INT8_TIME = "30 s to a minute on 2 cores, with a progress bar on a terminal"
 
 
+def people_video(calibration: dict) -> Path:
+    """Where the cache keeps a registry entry's real video of people (its ``calibration`` table)."""
+    return cache_dir() / "calibration" / calibration["member"].rsplit("/", 1)[-1]
+
+
 def _make_int8(spec: ModelSpec, out: Path, tmp: Path, force: bool) -> None:
     """int8: the base model quantised (static QDQ), calibrated on the real frames named in the entry."""
     from vbg import quantize
@@ -460,6 +465,9 @@ def _make_int8(spec: ModelSpec, out: Path, tmp: Path, force: bool) -> None:
     if calibration.get("sha256") and sha256_of(video) != calibration["sha256"]:
         raise VbgError(f"the calibration video in {calibration['wheel']} is not the one the registry names "
                        "(sha256 mismatch); the registry entry is stale")
+    kept = people_video(calibration)  # the runtime trial (vbg.tuning) measures on the same frames
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(video, kept)
     base_path = ensure_model(base)
     frames = quantize.video_frames(video, int(calibration["frames"]))
     upgraded = tmp / "fp32.onnx"

