@@ -90,7 +90,7 @@ def test_nobody_watching_closes_the_camera_and_a_viewer_reopens_it(recording_vca
     idle the camera is closed, so its light goes off, and nothing is read; a viewer reopens it."""
     camera = UnpluggedCamera(fail_after=10**6, reopen_attempts=1)
     sink = VirtualCameraSink(FRAME_SIZE, 30, backend="recording")
-    session = MattingSession(get_spec("modnet"), modnet_path, device="cpu")
+    session = MattingSession(get_spec("modnet"), modnet_path)
     pipeline = Pipeline(Settings(frames=20), camera, [sink], color_background("#0000ff", FRAME_SIZE), session,
                         FRAME_SIZE)
     watching = threading.Event()

@@ -21,6 +21,11 @@ needs_openvino = pytest.mark.skipif(runtimes.openvino_version() is None,
                                     reason="OpenVINO is not installed (pip install openvino)")
 
 
+@pytest.fixture(autouse=True)
+def _the_trial_chooses(monkeypatch):
+    monkeypatch.delenv(tuning.RUNTIME_ENV, raising=False)  # conftest pins onnxruntime for the other tests
+
+
 def trials(*rows: tuple[str, Backend, float | None, float | None]) -> Tuning:
     return Tuning("modnet", (256, 448), 1, [Trial(m, b, ms, err, "" if ms else "failed") for m, b, ms, err in rows])
 
@@ -43,7 +48,7 @@ def test_the_trial_is_cached_and_made_again_when_the_cpu_or_a_runtime_changes(mo
     monkeypatch.setenv("VBG_CACHE_DIR", str(tmp_path))
     measured = []
 
-    def fake_measure(family, shape, threads, progress=None):
+    def fake_measure(family, shape, threads, progress=None, why=""):
         result = Tuning(family, shape, threads, [Trial("modnet", ONNXRUNTIME_CPU, 100.0, 0.0)],
                         tuning._made_with(tuning.family_files(family), shape, threads))
         tuning._store(result)
@@ -63,6 +68,12 @@ def test_the_trial_is_cached_and_made_again_when_the_cpu_or_a_runtime_changes(mo
     tuning.tuned("modnet", (256, 448), 1)
     tuning.tuned("modnet", (256, 448), 1)
     assert len(measured) == 4
+
+
+def test_vbg_runtime_onnxruntime_skips_the_trial(monkeypatch):
+    monkeypatch.setenv(tuning.RUNTIME_ENV, "onnxruntime")
+    monkeypatch.setattr(tuning, "tuned", lambda *args: pytest.fail("a trial ran"))
+    assert tuning.choose(registry.get_spec("modnet"), "auto") == (registry.get_spec("modnet"), ONNXRUNTIME_CPU, None)
 
 
 @pytest.mark.parametrize("ms, every_frame", [(EVERY_FRAME_MS / 2, True), (EVERY_FRAME_MS * 4, False)])

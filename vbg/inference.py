@@ -45,8 +45,9 @@ def open_session(spec: ModelSpec, *, device: str = "auto", matte_size: int | Non
         log.info("%s on a GPU: %s alone, every frame", spec.name, detail.name)
         return MattingSession(detail, ensure_model(detail), backend=Backend(ONNXRUNTIME, GPU), matte_size=matte_size)
     any_file = spec.hybrid[1] == AUTO  # the trial may pick MODNet's fp32 or int8 file
-    detail, backend, trial = choose(get_spec(family_of(detail)) if any_file else detail, device,
+    chosen, backend, trial = choose(get_spec(family_of(detail)) if any_file else detail, device,
                                     matte_size=matte_size, threads=DETAIL_THREADS, any_file=any_file)
+    detail = chosen if trial else detail  # untried (VBG_RUNTIME): the file the CPU's flags pick (hybrid_parts)
     if trial and trial.ms <= EVERY_FRAME_MS:
         log.info("%s: %s keeps up with every frame here (%.0f ms a matte): it mattes every frame alone",
                  spec.name, detail.name, trial.ms)

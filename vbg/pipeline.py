@@ -374,7 +374,10 @@ class Pipeline:
 
     def _output(self) -> None:
         limit = self.settings.frames
-        last: np.ndarray | None = None
+        # Live, a device is never left without frames: a reader that opens it while vbg starts or
+        # pauses (nobody watched) gets black, later the last frame, every REPEAT_AFTER_S, not
+        # nothing (Chromium closed a camera that sent nothing, which paused vbg again).
+        last = np.zeros((self.size[1], self.size[0], 3), np.uint8) if self.live else None
         while limit is None or self.stats.frames_out < limit:
             try:
                 packet = self._composited.get(timeout=REPEAT_AFTER_S)
@@ -383,7 +386,7 @@ class Pipeline:
             if packet is None:
                 if self._stop.is_set():
                     return
-                if self.live and last is not None:  # source lost: keep the virtual camera fed
+                if last is not None:  # starting, paused or the source lost: keep the camera fed
                     self._write(last)
                     self.stats.repeated += 1
                 continue

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import statistics
 import time
 from collections.abc import Collection
@@ -43,6 +44,9 @@ TRIAL_FRAMES = 3  # real frames of people, each run by every candidate
 TIMED_RUNS = 5  # after one warm-up run (which compiles OpenVINO's kernels for the shape)
 LIVE_FRAME = (720, 1280)  # the default camera size: the trial's input shape is the live path's for it
 CACHE_FILE = "tuning.json"
+# VBG_RUNTIME=onnxruntime: no trial, onnxruntime runs every model (as before OpenVINO; the tests
+# that compare vbg's mattes with onnxruntime's own set it).
+RUNTIME_ENV = "VBG_RUNTIME"
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
@@ -205,14 +209,17 @@ def live_shape(spec: ModelSpec, matte_size: int | None = None) -> tuple[int, int
     return spec.fixed_shape or matte_shape(LIVE_FRAME, matte_size or spec.default_matte_size, spec.multiple)
 
 
-def measure(family: str, shape: tuple[int, int], threads: int, *, progress: bool | None = None) -> Tuning:
-    """Run the trial now: every file of ``family`` on every backend here, on real frames at ``shape``."""
+def measure(family: str, shape: tuple[int, int], threads: int, *, progress: bool | None = None,
+            why: str = "") -> Tuning:
+    """Run the trial now: every file of ``family`` on every backend here, on real frames at ``shape``
+    (``why``: added to the line that says so)."""
     from vbg.quantize import modnet_tensor
     from vbg.session import MattingSession
 
     files = family_files(family)
-    paths = {spec.name: ensure_model(spec) for spec in files}
+    paths = {spec.name: ensure_model(spec) for spec in files}  # a missing or corrupt file is said first
     tensors = [modnet_tensor(frame, shape) for frame in people_frames(family)]
+    log.info("measuring once which runtime runs %s fastest on this machine (10-15 s)%s", family, why)
     backends = available_backends()
     if len(backends) == 1 or not any(b.runtime != ONNXRUNTIME_CPU.runtime for b in backends):
         log.info("%s: only onnxruntime is measured", openvino_devices()[1] or "OpenVINO offers no device here")
@@ -251,9 +258,7 @@ def tuned(family: str, shape: tuple[int, int], threads: int) -> Tuning:
     files = family_files(family)
     if tuning is not None and tuning.made_with == _made_with(files, shape, threads):
         return tuning
-    log.info("measuring once which runtime runs %s fastest on this machine (10-15 s)%s", family,
-             "; what it was measured with changed" if tuning is not None else "")
-    return measure(family, shape, threads)
+    return measure(family, shape, threads, why="; what it was measured with changed" if tuning is not None else "")
 
 
 def choose(spec: ModelSpec, device: str, *, matte_size: int | None = None, threads: int = 0,
@@ -261,6 +266,8 @@ def choose(spec: ModelSpec, device: str, *, matte_size: int | None = None, threa
     """The file and backend to run ``spec`` with on ``device`` ('auto', 'cpu', 'igpu', or 'gpu'
     where onnxruntime has none), and the trial that chose them (None: not tuned, onnxruntime).
     ``any_file`` lets the trial pick any file of the family (the hybrid's 'auto' detail model)."""
+    if os.environ.get(RUNTIME_ENV) == ONNXRUNTIME_CPU.runtime and device != IGPU:
+        return spec, ONNXRUNTIME_CPU, None  # chosen by hand: no trial
     if not tunable(spec):
         if device == IGPU:
             raise VbgError(f"--device igpu runs only MODNet through OpenVINO; model '{spec.name}' runs on "
