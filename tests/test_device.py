@@ -212,9 +212,11 @@ def test_ctrl_c_then_a_restart_without_a_reboot(guest, running):
         try:
             received = reader.output.count("<")
             wait_for(lambda: reader.output.count("<") > received + 10, 120, "frames after the restart")
-            frames = capture_png(guest, "restart", 1)
-            wall = frames[0][40:320, 10:100]
-            assert np.abs(wall.astype(int) - [0, 0, 255]).max(axis=2).mean() < 40  # the new run's colour
+
+            def red() -> bool:  # the new run's colour, once it is past the black it sends while starting
+                wall = capture_png(guest, "restart", 1)[0][40:320, 10:100]
+                return np.abs(wall.astype(int) - [0, 0, 255]).max(axis=2).mean() < 40
+            wait_for(red, 120, "the new run's colour")
         finally:
             assert again.stop(30).rc == 0
     finally:
