@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from live_helpers import wait_for
 from vbg import Settings, doctor
 from vbg.config import load_settings
 from vbg.errors import VbgError
@@ -70,10 +71,10 @@ def private_pipewire(folder: Path, **extra_env: str) -> Iterator[tuple[dict, lis
             daemons.append(subprocess.Popen([program], env=env, stdin=subprocess.DEVNULL,
                                             stdout=(folder / f"{program}.log").open("w"), stderr=subprocess.STDOUT))
             if program == "pipewire":
-                assert _wait(lambda: (runtime / "pipewire-0").is_socket(), 15), "pipewire made no socket"
+                assert wait_for(lambda: (runtime / "pipewire-0").is_socket(), 15), "pipewire made no socket"
         os.environ.pop("PIPEWIRE_REMOTE", None)
         os.environ.update(XDG_RUNTIME_DIR=env["XDG_RUNTIME_DIR"], DBUS_SESSION_BUS_ADDRESS=address)
-        assert _wait(lambda: any(((o.get("info") or {}).get("props") or {}).get("application.name") == "WirePlumber"
+        assert wait_for(lambda: any(((o.get("info") or {}).get("props") or {}).get("application.name") == "WirePlumber"
                                  for o in dump()), 20), "WirePlumber did not connect"
         yield env, daemons
     finally:
@@ -101,15 +102,6 @@ def pipewire_session(tmp_path_factory):
         yield env
 
 
-def _wait(check, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 class Reader:
     """A PipeWire camera reader: pipewiresrc converting to BGR frames of ``size``, as a call app gets them."""
 
@@ -134,7 +126,7 @@ class Reader:
             self.frames.append(np.frombuffer(data, np.uint8).reshape(height, width, 3))
 
     def wait_frames(self, count: int, seconds: float = 30) -> list[np.ndarray]:
-        _wait(lambda: len(self.frames) >= count, seconds)
+        wait_for(lambda: len(self.frames) >= count, seconds)
         return list(self.frames)
 
     def close(self) -> None:
@@ -170,7 +162,7 @@ def vbg_camera(env: dict, log: Path, video: Path, name: str = "vbg") -> Iterator
 
 
 def _node_appears(name: str, seconds: float = 60) -> bool:
-    return _wait(lambda: bool(nodes_named(name, dump())), seconds)
+    return wait_for(lambda: bool(nodes_named(name, dump())), seconds)
 
 
 def _serials(name: str) -> list[str]:
@@ -213,20 +205,20 @@ def test_nobody_linked_pauses_and_a_reader_resumes(pipewire_session, person_vide
     log = tmp_path / "vbg.log"
     with vbg_camera(pipewire_session, log, person_video, "vbg-idle"):
         first_node = _serials("vbg-idle")
-        assert _wait(lambda: "nobody is watching" in log.read_text(), 30), log.read_text()
+        assert wait_for(lambda: "nobody is watching" in log.read_text(), 30), log.read_text()
         reader = Reader("vbg-idle", (640, 360), pipewire_session)
         try:
-            assert _wait(lambda: "a viewer is back" in log.read_text(), 10), log.read_text()
+            assert wait_for(lambda: "a viewer is back" in log.read_text(), 10), log.read_text()
             resumed_s = time.monotonic() - reader.started
             frames = reader.wait_frames(10)
             first_frame_s = reader.first_at - reader.started
         finally:
             reader.close()
         left = time.monotonic()
-        assert _wait(lambda: log.read_text().count("nobody is watching") >= 2, 10), log.read_text()
+        assert wait_for(lambda: log.read_text().count("nobody is watching") >= 2, 10), log.read_text()
         paused_s = time.monotonic() - left
         # a second reader after the first left gets frames too, from the node made again for it
-        assert _wait(lambda: _serials("vbg-idle") not in ([], first_node), 5)
+        assert wait_for(lambda: _serials("vbg-idle") not in ([], first_node), 5)
         again = Reader("vbg-idle", (640, 360), pipewire_session)
         try:
             assert len(again.wait_frames(5)) >= 5
