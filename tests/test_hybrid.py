@@ -1,6 +1,7 @@
 """The hybrid matte: the fast model corrects where the newest detail matte is stale, keeps its edges elsewhere."""
 
 import threading
+import time
 
 import cv2
 import numpy as np
@@ -127,20 +128,38 @@ def test_offline_every_matte_is_the_detail_models_own(hybrid_session):
     assert np.array_equal(alpha, hybrid_session.detail.infer(frame))
 
 
-def test_live_mattes_come_at_the_fast_models_pace_with_the_detail_models_edges(hybrid_session):
+def test_finer_live_mattes_have_the_detail_models_resolution_and_keep_its_matte_where_nothing_moves(modnet_path):
+    """Live mattes are made at the fast model's size, or where the pipeline finds the CPU affords
+    it (finer), at the detail model's: then on a still frame the live matte is the detail model's
+    own, as offline. Switching size keeps the newest detail matte (no new first matte)."""
+    fast = get_spec("selfie-landscape")
+    hybrid_session = HybridSession(get_spec("hybrid"), MattingSession(fast, ensure_model(fast), threads=1),
+                                   MattingSession(get_spec("modnet"), modnet_path, matte_size=192, threads=1))
     frame = person_frame()
-    hybrid_session.reset()
+    own = hybrid_session.detail.infer(frame)
     hybrid_session.go_live(True)
     try:
-        first = hybrid_session.infer(frame)  # after a reset: the detail model's own
-        later = [hybrid_session.infer(frame) for _ in range(5)]  # fast model + the detail matte, fused
+        coarse = [hybrid_session.infer(frame) for _ in range(3)]  # the first: the detail model's own
+        waited = []
+        detail_infer = hybrid_session.detail.infer
+        hybrid_session.detail.infer = lambda image: waited.append(threading.current_thread()) or detail_infer(image)
+        assert hybrid_session.finer(True) and not hybrid_session.finer(True)
+        fine = [hybrid_session.infer(frame) for _ in range(3)]
+        assert threading.current_thread() not in waited  # no first matte made while the frame waited
+        deadline = time.monotonic() + 10
+        while len(waited) < 2 and time.monotonic() < deadline:  # a detail matte at the new size
+            fine.append(hybrid_session.infer(frame))
+        fine.append(hybrid_session.infer(frame))
+        assert hybrid_session.finer(False)
+        back = hybrid_session.infer(frame)
     finally:
-        hybrid_session.go_live(False)
         hybrid_session.close()
-    fast = cv2.resize(hybrid_session.fast.infer(frame), first.shape[::-1])
-    assert all(m.shape == first.shape == (144, 256) for m in later)  # live: at the fast model's size
-    assert np.abs(fast - first).mean() > 0.02  # the two models disagree in places ...
-    assert np.abs(later[-1] - first).mean() < 0.002  # ... but on a still frame the detail model's matte is kept
+    assert all(m.shape == (144, 256) for m in coarse + [back])  # the fast model's input size
+    assert all(m.shape == own.shape == (192, 352) for m in fine)  # the detail model's, as offline
+    fast_matte = cv2.resize(hybrid_session.fast.infer(frame), own.shape[::-1])
+    assert np.abs(fast_matte - own).mean() > 0.02  # the two models disagree in places ...
+    assert np.abs(fine[-1] - own).mean() < 0.002  # ... but on a still frame the detail model's matte is kept
+    assert np.abs(coarse[-1] - cv2.resize(own, (256, 144), interpolation=cv2.INTER_AREA)).mean() < 0.01
 
 
 def detail_threads() -> list[threading.Thread]:

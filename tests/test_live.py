@@ -20,7 +20,8 @@ from vbg.backgrounds import color_background
 from vbg.pipeline import Pipeline
 from vbg.registry import get_spec
 from vbg.session import MattingSession
-from vbg.sinks import VirtualCameraSink
+from vbg.sinks import NullSink, VirtualCameraSink
+from vbg.sources import SyntheticSource
 
 
 class UnpluggedCamera:
@@ -200,3 +201,58 @@ def test_a_failing_stage_stops_the_run_and_reports_its_error(recording_vcam):
     pipeline.close()
     assert time.perf_counter() - started < 10  # nothing hangs waiting for a matte that never comes
     assert recording_vcam[0].closed
+
+
+class CostlyMattes:
+    """A session whose mattes cost 5 ms, or ``fine_s`` once made :meth:`finer`."""
+
+    provider = "test"
+    every_frame = True
+
+    def __init__(self, fine_s: float) -> None:
+        self.fine_s = fine_s
+        self.fine = False
+        self.sizes: list[tuple[int, int]] = []
+
+    def go_live(self, live, clock=None):
+        pass
+
+    def close(self):
+        pass
+
+    def reset(self):
+        pass
+
+    def input_shape(self, frame_hw):
+        return (72, 128) if self.fine else (36, 64)
+
+    def prepare(self, frame, source=None):
+        return {"frame": frame}
+
+    def run(self, feeds):
+        time.sleep(self.fine_s if self.fine else 0.005)
+        self.sizes.append(feeds["frame"].shape[:2])
+        return np.ones(feeds["frame"].shape[:2], np.float32)
+
+    def finer(self, fine):
+        self.fine, was = fine, self.fine
+        return fine != was
+
+
+@pytest.mark.parametrize("fine_s, fine_at_end", [(0.06, False), (0.005, True)])
+def test_finer_mattes_where_the_cpu_affords_them_and_coarse_for_good_where_not(fine_s, fine_at_end, caplog):
+    """The hybrid makes live mattes at the fast model's size, and at the detail model's once the
+    pipeline sees its matte thread mostly idle; where those drop frames (a slow CPU), it goes back
+    and stays there."""
+    session = CostlyMattes(fine_s)
+    pipeline = Pipeline(Settings(mode="color", frames=120), SyntheticSource((320, 180), 30.0, frames=120),
+                        [NullSink()], color_background("#00ff00", (320, 180)), session, (320, 180))
+    with caplog.at_level(logging.INFO, logger="vbg.pipeline"):
+        stats = pipeline.run()
+    pipeline.close()
+    assert session.sizes[0] == (36, 64) and (72, 128) in session.sizes  # coarse first, then finer was tried
+    assert session.fine is fine_at_end and stats.fine_mattes is fine_at_end
+    assert "live mattes at 128x72 instead of 64x36" in caplog.text
+    assert ("cost more than this CPU has between two frames" in caplog.text) is not fine_at_end
+    if not fine_at_end:  # once refused, never tried again
+        assert session.sizes[-30:] == [(36, 64)] * 30

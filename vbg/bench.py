@@ -42,6 +42,7 @@ def report(stats: RunStats) -> dict[str, Any]:
         "frames": stats.frames_out,
         "frames_captured": stats.frames_captured,
         "mattes": stats.mattes,
+        "fine_mattes": stats.fine_mattes,
         "elapsed_s": stats.elapsed_s,
         "rss_mb_start": stats.rss_mb_start,
         "rss_mb_warm": stats.rss_mb_warm,

@@ -225,6 +225,8 @@ def _bench(argv: Sequence[str]) -> int:
           f"CPU {result['cpu_percent']:.0f}% (100 = one core), dropped {result['dropped']}, "
           f"RSS {result['rss_mb_start']:.0f} MB at start, {result['rss_mb_warm']:.0f} MB warm, "
           f"{result['rss_mb_end']:.0f} MB at the end")
+    if stats.fine_mattes:
+        print("live mattes at the detail model's size: this CPU affords them (see the log)")
     print(f"{'stage':<12} {'mean ms':>8} {'p95 ms':>8} {'count':>7}")
     for stage, timing in result["stages"].items():
         print(f"{stage:<12} {timing['mean_ms']:>8.2f} {timing['p95_ms']:>8.2f} {timing['count']:>7}")

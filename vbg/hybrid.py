@@ -13,7 +13,11 @@ its edges are coarse. The hybrid runs both:
   and either its own matte changed since the detail model's frame more than the flow
   explains (an arm swung where the flow could not follow it), or the flow does not explain
   this frame there (an occlusion, a blur) and the fast model disagrees with the moved detail
-  matte: there the fast model's matte of this frame is taken.
+  matte: there the fast model's matte of this frame is taken. The decision is made at the
+  fast model's size; the live matte has that size too, or where the CPU affords twice the
+  per-frame work (the pipeline decides, :meth:`HybridSession.finer`) the detail model's, so that
+  where nothing moves it is the detail model's own, as offline (dev clips, simulated with detail
+  mattes 2-4 frames old: MAD 10.02 → 9.23, dev00_still 6.22 → 5.67 against 5.50 offline).
 
 Offline (every frame gets its own matte) the detail matte is never stale, so it is used
 as it is: `vbg eval` of the hybrid is the detail model's own score. Which models form a
@@ -41,8 +45,8 @@ from vbg.timing import StageClock
 
 log = logging.getLogger(__name__)
 
-FRAME = "frame"  # the "tensors" a hybrid is fed: the BGR frame at the matte's size
-SOURCE = "source"  # and live, the frame it was shrunk from, which the detail model shrinks to its own size
+FRAME = "frame"  # the "tensors" a hybrid is fed: the BGR frame at the live matte's size
+SOURCE = "source"  # and the frame it was shrunk from
 AGREE = 0.3  # a difference of mattes up to this: the fast model's coarse edge, the detail matte is kept
 DISAGREE = 0.6  # from this on: the detail matte is stale there, the fast model's matte is taken
 # How well the flow explains a pixel: the detail model's frame, moved along it, against this frame (grey, 0-1).
@@ -59,7 +63,12 @@ SURE = 0.9  # below 0.05 or above 0.95: its change counts in full
 # otherwise slows the per-frame work enough to drop frames (bench: 28.4 → 29.3 fps out at 0.5,
 # with live MAD 12.65 → 12.43, as fresher frames outweigh a slightly older detail matte).
 DETAIL_DUTY = 0.5
-DETAIL_NICE = 10  # where SCHED_IDLE is refused: the detail thread yields the CPU by its nice value
+DETAIL_NICE = 10
+# The flow that moves the detail matte is found this wide (at most the live matte's width): at
+# the detail model's 448 against 256, the truth moved 4 frames of the dev clips along it is off by
+# MAD 5.2 instead of 6.4, and the live matte (simulated, detail matte 2-4 frames old) 9.23 instead
+# of 9.49; +3 ms a frame.
+FLOW_WIDTH = 448  # where SCHED_IDLE is refused: the detail thread yields the CPU by its nice value
 
 
 def _ramp(value: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -67,7 +76,8 @@ def _ramp(value: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.clip((value - low) * (1.0 / (high - low)), 0.0, 1.0)
 
 
-def fuse(detail: np.ndarray, fast: np.ndarray, fast_then: np.ndarray, mismatch: np.ndarray) -> np.ndarray:
+def fuse(detail: np.ndarray, fast: np.ndarray, fast_then: np.ndarray, mismatch: np.ndarray,
+         fine: np.ndarray | None = None) -> np.ndarray:
     """``detail`` (the detail model's matte, moved onto this frame), except where the fast model is
     sure of this frame (:data:`UNSURE` to :data:`SURE`) and either
     - its matte changed since the detail model's frame (``fast_then``, moved the same way) by more
@@ -79,10 +89,16 @@ def fuse(detail: np.ndarray, fast: np.ndarray, fast_then: np.ndarray, mismatch: 
     there ``fast`` (this frame's) is taken (both differences ramp from :data:`AGREE` to
     :data:`DISAGREE`). Where the two models merely disagree about a still scene, or the fast
     model's confidence wavers, the detail model is trusted (the fast model is the coarser one).
-    All float32 in [0, 1], one shape."""
+    All float32 in [0, 1], one shape; ``fine``: the same moved detail matte at a higher resolution,
+    which the result then has (the decision is made at the fast model's, applied at this one)."""
     changed = _ramp(cv2.absdiff(fast, fast_then), AGREE, DISAGREE)
     unproven = _ramp(mismatch, STEADY, UNSTEADY) * _ramp(cv2.absdiff(fast, detail), AGREE, DISAGREE)
     weight = cv2.max(changed, unproven) * _ramp(np.abs(fast - 0.5) * 2.0, UNSURE, SURE)
+    if fine is not None and fine.shape != detail.shape:
+        size = fine.shape[::-1]
+        weight = cv2.resize(weight, size, interpolation=cv2.INTER_LINEAR)
+        fast = cv2.resize(fast, size, interpolation=cv2.INTER_LINEAR)
+        detail = fine
     return detail + weight * (fast - detail)
 
 
@@ -95,9 +111,7 @@ def _unexplained(moved_shade: np.ndarray, shade: np.ndarray) -> np.ndarray:
 
 def _shade(grey: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """A frame's flow grey (:func:`~vbg.flow.flow_grey`) as float32 in [0, 1] at the matte's ``shape``."""
-    if grey.shape != shape:
-        grey = cv2.resize(grey, shape[::-1], interpolation=cv2.INTER_LINEAR)
-    return grey.astype(np.float32) * (1.0 / 255.0)
+    return shrink(grey, shape[::-1]).astype(np.float32) * (1.0 / 255.0)
 
 
 _OPEN: weakref.WeakSet[HybridSession] = weakref.WeakSet()  # weak: a session nobody holds is freed
@@ -142,14 +156,16 @@ class HybridSession:
         self.provider = detail.provider
         self.every_frame = spec.every_frame
         self._live = False
+        self.fine = False  # live mattes at the detail model's size (see finer)
         self._clock = StageClock()
-        self._propagator = Propagator()
+        self._propagator = Propagator(FLOW_WIDTH)
         self._lock = threading.Condition()
-        # The detail model's newest matte merged with the fast model's of the same frame and that
-        # frame's shade (all moved by one flow), and that frame's flow grey:
-        self._newest: tuple[np.ndarray, np.ndarray] | None = None
-        # The next frame for it (as given to prepare), the fast model's matte of it, its shade and flow grey:
-        self._pending: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        # The detail model's newest matte at the fast model's size merged with the fast model's of the
+        # same frame and that frame's shade (all moved by one flow), that frame's flow grey, and the
+        # detail matte at its own size:
+        self._newest: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        # The next frame for it, the fast model's matte of it, its shade and flow grey, the live matte's shape:
+        self._pending: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[int, int]] | None = None
         self._generation = 0  # bumped by reset: a detail matte of an earlier scene is dropped
         self._worker: threading.Thread | None = None
         self._closed = False
@@ -161,15 +177,28 @@ class HybridSession:
         self._clock = clock or StageClock()
 
     def input_shape(self, frame_hw: tuple[int, int]) -> tuple[int, int]:
-        """Live the fast model's (the frame is shrunk once, to the size every per-frame step works
-        at), else the detail model's."""
-        return (self.fast if self._live else self.detail).input_shape(frame_hw)
+        """Live the fast model's, or the detail model's where the CPU affords it (:meth:`finer`);
+        offline the detail model's. The fast model's input is shrunk from it."""
+        return (self.fast if self._live and not self.fine else self.detail).input_shape(frame_hw)
+
+    def finer(self, fine: bool) -> bool:
+        """Live mattes at the detail model's size (``fine``: where nothing moves the live matte is
+        then the detail model's own, as offline), or at the fast model's, where the per-frame work
+        costs about half; the pipeline decides by what this CPU affords. True if that changed."""
+        with self._lock:
+            if fine == self.fine:
+                return False
+            self.fine = fine
+            self._generation += 1  # a detail matte in the making has the old size
+            self._pending = None
+            if self._newest is not None:  # kept, at the new size: no wait for a new first matte
+                at_fast_size, grey, _ = self._newest
+                self._newest = (at_fast_size, grey, None)
+        return True
 
     def prepare(self, frame_bgr: np.ndarray, source: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """``source``: the frame ``frame_bgr`` was shrunk from (live, the detail model's input is made
-        from it on the detail model's thread)."""
-        if not self._live:
-            return {FRAME: frame_bgr}  # the detail model brings it to its own size
+        """``source``: the frame ``frame_bgr`` was shrunk from; the detail model's input is made from
+        it where the live matte is smaller than that input (not :meth:`finer`)."""
         h, w = self.input_shape(frame_bgr.shape[:2])
         small = frame_bgr if (h, w) == frame_bgr.shape[:2] else shrink(frame_bgr, (w, h))
         return {FRAME: small, SOURCE: frame_bgr if source is None else source}
@@ -178,28 +207,31 @@ class HybridSession:
         return self.run(self.prepare(frame_bgr))
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        """The matte of the frame in ``feeds`` (from :meth:`prepare`): offline the detail model's own;
-        live at the fast model's size, where the per-frame work (fusion, smoothing, guided
-        upsampling) costs a third of what it would at the detail model's."""
+        """The matte of the frame in ``feeds`` (from :meth:`prepare`), at its size: offline the
+        detail model's own; live its newest, moved onto this frame and fused with the fast model's
+        of this frame (the decision made at the fast model's size)."""
         small = feeds[FRAME]
         if not self._live:
             return self.detail.infer(small)
-        source = feeds[SOURCE]
-        h, w = small.shape[:2]
-        fast = self.fast.infer(small)
-        grey = flow_grey(small, (h, w))
+        detail_input = small if self.fine else feeds[SOURCE]
+        h, w = self.fast.input_shape(small.shape[:2])
+        fast = self.fast.infer(shrink(small, (w, h)))
+        grey = flow_grey(small, small.shape[:2])
         shade = _shade(grey, (h, w))
         with self._lock:
             newest = self._newest
         if newest is None:  # a new call or scene: its first matte is the detail model's own
-            detail = shrink(self.detail.infer(source), (w, h))
+            detail = shrink(self.detail.infer(detail_input), small.shape[1::-1])
             with self._lock:
-                self._newest = (cv2.merge([detail, fast, shade]), grey)
+                self._newest = (cv2.merge([shrink(detail, (w, h)), fast, shade]), grey, detail)
             return detail
-        self._submit((source, fast, shade, grey))
-        then, grey_then = newest
-        detail, fast_then, shade_then = cv2.split(self._propagator(then, grey_then, small))  # one flow for all
-        return fuse(detail, fast, fast_then, _unexplained(shade_then, shade))
+        self._submit((detail_input, fast, shade, grey, small.shape[:2]))
+        at_fast_size, grey_then, detail_then = newest
+        flow = self._propagator.flow(grey_then, small)  # one flow moves both resolutions
+        detail, fast_then, shade_then = cv2.split(self._propagator.move(at_fast_size, flow))
+        if detail_then is None:  # made at the size before finer(): its fast-size copy stands in
+            detail_then = cv2.resize(at_fast_size[..., 0], small.shape[1::-1], interpolation=cv2.INTER_LINEAR)
+        return fuse(detail, fast, fast_then, _unexplained(shade_then, shade), self._propagator.move(detail_then, flow))
 
     def warm_up(self, frame_hw: tuple[int, int]) -> None:
         """Both models, each at the shape it runs at for frames of ``frame_hw``."""
@@ -226,7 +258,7 @@ class HybridSession:
 
     # -- the detail model's thread -------------------------------------------------------------
 
-    def _submit(self, pending: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> None:
+    def _submit(self, pending: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]) -> None:
         with self._lock:
             self._pending = pending  # an older frame still waiting is replaced
             self._lock.notify_all()
@@ -242,13 +274,13 @@ class HybridSession:
                 self._lock.wait_for(lambda: self._pending is not None or self._closed)
                 if self._closed:
                     return
-                (source, fast, shade, grey), self._pending = self._pending, None
+                (source, fast, shade, grey, (h, w)), self._pending = self._pending, None
                 generation = self._generation
             started = time.perf_counter()
-            alpha = shrink(self.detail.infer(source), fast.shape[::-1])
+            alpha = shrink(self.detail.infer(source), (w, h))
             took = time.perf_counter() - started
             self._clock.record("detail", took)
             with self._lock:
                 if generation == self._generation:
-                    self._newest = (cv2.merge([alpha, fast, shade]), grey)
+                    self._newest = (cv2.merge([shrink(alpha, fast.shape[::-1]), fast, shade]), grey, alpha)
                 self._lock.wait_for(lambda: self._closed, took * (1.0 / DETAIL_DUTY - 1.0))

@@ -70,6 +70,14 @@ WARM_FRAMES = 150  # memory is compared from this frame on: allocations before i
 # Frames out within this long of the start wait for the model's first matte (the hybrid's first is
 # MODNet's own, ~250 ms on 2 cores) and catch up after it: their latency is reported apart.
 STARTUP_S = 1.0
+# Live, a session that can make finer mattes at a higher cost (the hybrid at the detail model's size,
+# see HybridSession.finer) is told to once a second after start-up if its matte thread was busy less
+# than this share of the time (fine costs about twice as much: 22 -> 42 ms a frame on a 2-core AVX2
+# CPU) ...
+AFFORDS_FINER = 0.45
+# ... and back for good once its matte thread drops more than this share of the frames in a second
+# (that CPU at fine: 21 % dropped, 23 fps out).
+TOO_MANY_DROPPED = 0.1
 
 
 @dataclass
@@ -115,6 +123,7 @@ class RunStats:
     startup_latencies_ms: list[float] = field(default_factory=list)  # frames out in the first STARTUP_S
     # Per output frame: its capture time minus that of the frame its matte was computed from.
     matte_ages_ms: deque = field(default_factory=lambda: deque(maxlen=3_000))
+    fine_mattes: bool = False  # live mattes at the end were the finer, costlier ones (see AFFORDS_FINER)
     output_times: deque = field(default_factory=lambda: deque(maxlen=31))
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -225,6 +234,10 @@ class Pipeline:
         self._smoothed: RingBuffer[Packet] = (RingBuffer(1, "block") if self._every_frame
                                               else RingBuffer(capacity, policy))
         self._composited: RingBuffer[Packet] = RingBuffer(capacity, policy)
+        # Live, for _pick_fineness: since when, frames captured and dropped then; the matte thread's work since.
+        self._window = (0.0, 0, 0)
+        self._matte_busy_s = 0.0
+        self._fine_refused = False
         self._latest_matte: Latest[Packet] = Latest()  # live: the packet of the newest finished matte
         self._buffers = [self._frames, self._to_infer, self._inferred, self._smoothed, self._composited]
 
@@ -326,7 +339,39 @@ class Pipeline:
     def _matte_every_frame(self, packet: Packet) -> Packet:
         """Live with a model fast enough for every frame: this frame's own matte, finished (its
         edges are left to the compositor's thread, which has the lighter share of the work)."""
-        return self._finish(self._infer(packet)) if self.background.needs_matte else packet
+        if not self.background.needs_matte:
+            return packet
+        self._pick_fineness()
+        started = time.perf_counter()
+        packet = self._finish(self._infer(packet))
+        self._matte_busy_s += time.perf_counter() - started
+        return packet
+
+    def _pick_fineness(self) -> None:
+        """Once a second after start-up: a session that can make finer mattes (:data:`AFFORDS_FINER`)
+        makes them while this thread keeps up, and coarse ones for good once it drops frames."""
+        finer = getattr(self.session, "finer", None)
+        now = time.perf_counter()
+        since, captured, dropped = self._window
+        if finer is None or now - since < 1.0:
+            return
+        busy, self._matte_busy_s = self._matte_busy_s / (now - since), 0.0
+        self._window = (now, self.stats.frames_captured, self._to_infer.dropped)
+        new, lost = self.stats.frames_captured - captured, self._to_infer.dropped - dropped
+        if since - self._started < STARTUP_S or not new:
+            return
+        frame_hw = (self.size[1], self.size[0])
+        before = self.session.input_shape(frame_hw)
+        if self.session.fine and lost / new > TOO_MANY_DROPPED and finer(False):
+            self._fine_refused = True
+            after = self.session.input_shape(frame_hw)
+            log.info("live mattes at %dx%d cost more than this CPU has between two frames (%d of %d dropped): "
+                     "at %dx%d from now on", before[1], before[0], lost, new, after[1], after[0])
+        elif not self.session.fine and not self._fine_refused and busy < AFFORDS_FINER and finer(True):
+            after = self.session.input_shape(frame_hw)
+            log.info("live mattes at %dx%d instead of %dx%d: the matte thread was busy %.0f %% of the time",
+                     after[1], after[0], before[1], before[0], 100 * busy)
+        self.stats.fine_mattes = self.session.fine
 
     def _matte_for(self, packet: Packet) -> Packet | None:
         """Live: the newest finished matte's packet; with ``hold``, waits up to that long for the
@@ -527,6 +572,7 @@ class Pipeline:
                    for name, work, outbox in workers]
         self.stats.rss_mb_start = rss_mb()
         self._started = started = time.perf_counter()
+        self._window = (started, 0, 0)
         cpu_started = time.process_time()
         for thread in threads:
             thread.start()

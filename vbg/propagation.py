@@ -15,7 +15,7 @@ import numpy as np
 from vbg.flow import Flow, can_flow, flow_grey, flow_size
 from vbg.imaging import shrink
 
-MAX_WIDTH = 256  # the flow is found at most this wide: it runs for every frame, not every matte
+MAX_WIDTH = 256  # the flow is found at most this wide (by default): it runs for every frame, not every matte
 
 
 class Propagator:
@@ -24,17 +24,25 @@ class Propagator:
     Not thread-safe (one DIS instance): use one per thread.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_width: int = MAX_WIDTH) -> None:
+        self.max_width = max_width
         self._flow = Flow()
         self._matte_grey: tuple[np.ndarray, np.ndarray] | None = None  # (as given, at the flow's size)
 
     def __call__(self, alpha: np.ndarray, matte_grey: np.ndarray, frame: np.ndarray) -> np.ndarray:
         """``alpha`` (float32, any resolution, one or more channels) of the frame whose grey flow image is ``matte_grey``
         (:func:`~vbg.flow.flow_grey`), moved onto ``frame`` (BGR uint8, any size)."""
+        return self.move(alpha, self.flow(matte_grey, frame))
+
+    def flow(self, matte_grey: np.ndarray, frame: np.ndarray) -> np.ndarray | None:
+        """Where each pixel of ``frame`` was in the frame of ``matte_grey`` (None: too small to tell),
+        for :meth:`move`: one flow moves mattes of several resolutions."""
         if self._matte_grey is None or self._matte_grey[0] is not matte_grey:  # once per matte
-            self._matte_grey = (matte_grey, shrink(matte_grey, flow_size(matte_grey.shape, MAX_WIDTH)))
+            self._matte_grey = (matte_grey, shrink(matte_grey, flow_size(matte_grey.shape, self.max_width)))
         target = self._matte_grey[1]
         grey = flow_grey(frame, target.shape)
-        if not can_flow(grey):
-            return alpha
-        return self._flow.warp(alpha, self._flow.flow(grey, target))
+        return self._flow.flow(grey, target) if can_flow(grey) else None
+
+    def move(self, alpha: np.ndarray, flow: np.ndarray | None) -> np.ndarray:
+        """``alpha`` (any resolution) moved along a :meth:`flow`."""
+        return alpha if flow is None else self._flow.warp(alpha, flow)
