@@ -435,7 +435,8 @@ class Pipeline:
                     self._write(last)
                     self.stats.repeated += 1
                 continue
-            last = packet.image
+            if self.live:  # a file gets each frame once, however long the next one takes
+                last = packet.image
             if not self._write(packet.image):
                 return
             for tap in self.taps:
