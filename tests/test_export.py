@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 from conftest import person_frame  # noqa: E402
 from vbg.cli import main  # noqa: E402
 from vbg.errors import VbgError  # noqa: E402
+from vbg.registry import VNNI_FLAGS, cpu_flags  # noqa: E402
 from vbg.export.convert import check_against_torch, export_fp32  # noqa: E402
 from vbg.export.modnet import MODNet  # noqa: E402
 from vbg.export.weights import load_checkpoint  # noqa: E402
@@ -90,6 +91,8 @@ def test_from_onnx_round_trips_the_real_model_and_registers_it(capsys, private_r
     assert "x " in capsys.readouterr().out
 
 
+@pytest.mark.skipif(not set(VNNI_FLAGS) & cpu_flags(), reason="this CPU has no VNNI/AMX: onnxruntime's int8 "
+                    "kernels for AVX2 lose precision (mean |Δα| 0.018 on an AVX2 EPYC), and vbg never runs int8 there")
 def test_int8_stays_close_to_fp32_on_real_frames(private_registry, modnet_path):
     out = private_registry / "q.onnx"
     assert main(["models", "export", "--from-onnx", str(modnet_path), "--variant", "int8", "--out", str(out)]) == 0

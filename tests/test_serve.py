@@ -688,11 +688,15 @@ def test_faint_alpha_carries_no_colour(live):
     live.post({"unmix": False})  # the worst case: edge pixels as the camera saw them, room and all
     watching = viewer(live)
     try:
-        for _ in range(5):
+        # The matte's soft tail, away from the person: where the person moves (the clip loops; a still
+        # phase's matte can be crisp, 0 such pixels on a 2-core AVX2 CPU, where frames came slower).
+        for _ in range(150):
             colour, alpha = decode(watching.message())
-        shown = cv2.dilate((alpha >= 24).astype(np.uint8), np.ones((17, 17), np.uint8)) > 0  # and JPEG's ringing
-        faint = (alpha >= 2) & (alpha <= 14) & ~shown
-        assert faint.sum() > 100  # the matte's soft tail, away from the person
+            shown = cv2.dilate((alpha >= 24).astype(np.uint8), np.ones((17, 17), np.uint8)) > 0  # and JPEG's ringing
+            faint = (alpha >= 2) & (alpha <= 14) & ~shown
+            if faint.sum() > 100:
+                break
+        assert faint.sum() > 100
         assert colour[faint].mean() < 4, colour[faint].mean()  # black (the room is 190-205)
     finally:
         watching.close()
