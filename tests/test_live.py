@@ -285,3 +285,18 @@ def test_a_file_gets_each_frame_once_however_long_a_matte_takes():
     pipeline.close()
     assert not pipeline.live and stats.frames_out == 3
     assert len(sink.frames) == 3
+
+
+def test_beside_a_live_output_a_file_gets_no_repeated_frames():
+    """The camera is kept fed with repeats while a frame is late; a file recorded beside it (or a
+    preview) gets each frame once."""
+    session = CostlyMattes(0.4)
+    session.fine = True
+    camera, recording = ListSink(), ListSink()
+    camera.live = True
+    pipeline = Pipeline(Settings(mode="color"), SyntheticSource((320, 180), 30.0, frames=12), [camera, recording],
+                        color_background("#00ff00", (320, 180)), session, (320, 180))
+    stats = pipeline.run()
+    pipeline.close()
+    assert pipeline.live and stats.repeated > 0
+    assert len(recording.frames) == stats.frames_out and len(camera.frames) == stats.frames_out + stats.repeated

@@ -482,10 +482,15 @@ CHROMIUM_READS = """async () => {
     await video.play();
     await new Promise(resolve => setTimeout(resolve, 1500));
     const canvas = document.createElement("canvas");
-    canvas.width = video.videoWidth; canvas.height = video.videoHeight;
     const context = canvas.getContext("2d");
-    context.drawImage(video, 0, 0);
-    const wall = Array.from(context.getImageData(40, 180, 1, 1).data.slice(0, 3));
+    let wall = [0, 0, 0];
+    for (let i = 0; i < 40; i++) {  // black while vbg resumes for this reader (a slow CPU took over 1.5 s)
+        canvas.width = video.videoWidth; canvas.height = video.videoHeight;
+        context.drawImage(video, 0, 0);
+        wall = Array.from(context.getImageData(40, 180, 1, 1).data.slice(0, 3));
+        if (wall[0] + wall[1] + wall[2] > 30) break;
+        await new Promise(resolve => setTimeout(resolve, 250));
+    }
     const devices = (await navigator.mediaDevices.enumerateDevices()).filter(d => d.kind === "videoinput");
     track.stop();
     return {label: track.label, width: video.videoWidth, height: video.videoHeight, wall: wall,

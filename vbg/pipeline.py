@@ -432,7 +432,7 @@ class Pipeline:
                 if self._stop.is_set():
                     return
                 if last is not None:  # starting, paused or the source lost: keep the camera fed
-                    self._write(last)
+                    self._write(last, repeat=True)
                     self.stats.repeated += 1
                 continue
             if self.live:  # a file gets each frame once, however long the next one takes
@@ -450,9 +450,11 @@ class Pipeline:
             if packet.matte_captured_at is not None:
                 self.stats.matte_ages_ms.append((packet.captured_at - packet.matte_captured_at) * 1e3)
 
-    def _write(self, image: np.ndarray) -> bool:
+    def _write(self, image: np.ndarray, repeat: bool = False) -> bool:
+        """``image`` into every sink; a ``repeat`` (keeping a camera fed) only into live ones: a file
+        beside a preview gets each frame once."""
         with self.clock.time("output"):
-            return all([sink.write(image) for sink in self.sinks])
+            return all([sink.write(image) for sink in self.sinks if sink.live or not repeat])
 
     # -- changes while running -------------------------------------------------------------
 
