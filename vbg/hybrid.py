@@ -63,12 +63,12 @@ SURE = 0.9  # below 0.05 or above 0.95: its change counts in full
 # otherwise slows the per-frame work enough to drop frames (bench: 28.4 → 29.3 fps out at 0.5,
 # with live MAD 12.65 → 12.43, as fresher frames outweigh a slightly older detail matte).
 DETAIL_DUTY = 0.5
-DETAIL_NICE = 10
+DETAIL_NICE = 10  # where SCHED_IDLE is refused: the detail thread yields the CPU by its nice value
 # The flow that moves the detail matte is found this wide (at most the live matte's width): at
 # the detail model's 448 against 256, the truth moved 4 frames of the dev clips along it is off by
 # MAD 5.2 instead of 6.4, and the live matte (simulated, detail matte 2-4 frames old) 9.23 instead
 # of 9.49; +3 ms a frame.
-FLOW_WIDTH = 448  # where SCHED_IDLE is refused: the detail thread yields the CPU by its nice value
+FLOW_WIDTH = 448
 
 
 def _ramp(value: np.ndarray, low: float, high: float) -> np.ndarray:

@@ -234,7 +234,9 @@ class Pipeline:
         self._smoothed: RingBuffer[Packet] = (RingBuffer(1, "block") if self._every_frame
                                               else RingBuffer(capacity, policy))
         self._composited: RingBuffer[Packet] = RingBuffer(capacity, policy)
-        # Live, for _pick_fineness: since when, frames captured and dropped then; the matte thread's work since.
+        # Live, for _pick_fineness: a session's switch between coarse and finer mattes (the hybrid's), if
+        # it has one; since when, frames captured and dropped then; the matte thread's work since.
+        self._finer = getattr(session, "finer", None)
         self._window = (0.0, 0, 0)
         self._matte_busy_s = 0.0
         self._fine_refused = False
@@ -350,7 +352,7 @@ class Pipeline:
     def _pick_fineness(self) -> None:
         """Once a second after start-up: a session that can make finer mattes (:data:`AFFORDS_FINER`)
         makes them while this thread keeps up, and coarse ones for good once it drops frames."""
-        finer = getattr(self.session, "finer", None)
+        finer = self._finer
         now = time.perf_counter()
         since, captured, dropped = self._window
         if finer is None or now - since < 1.0:
