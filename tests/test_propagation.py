@@ -32,3 +32,16 @@ def test_a_full_resolution_matte_moves_with_a_flow_found_small():
 def test_a_still_scene_keeps_its_matte():
     frame, matte = scene(80)
     assert np.abs(Propagator()(matte, flow_grey(frame, matte.shape), frame) - matte).max() < 0.02
+
+
+def test_a_matte_moved_back_and_forth_keeps_its_soft_edge_and_its_range():
+    """A live matte is moved along the flow frame after frame: each sub-pixel move must not blur its
+    edge (bilinear moves lose 0.18 of this edge in four round trips) or push alpha out of [0, 1]."""
+    x = np.arange(64, dtype=np.float32)
+    matte = np.tile(np.clip((x - 31.5) / 3 + 0.5, 0, 1), (32, 1)).astype(np.float32)  # a 3 px soft edge
+    propagator, moved = Propagator(), matte
+    for _ in range(4):
+        for shift in (0.5, -0.5):
+            moved = propagator.move(moved, np.dstack([np.full_like(matte, shift), np.zeros_like(matte)]))
+    assert np.abs(moved - matte).max() < 0.1
+    assert moved.min() >= 0.0 and moved.max() <= 1.0

@@ -61,9 +61,12 @@ class Flow:
 
     def warp(self, image: np.ndarray, flow: np.ndarray) -> np.ndarray:
         """``image`` (any size) moved along a displacement field found at any size. The field is
-        scaled to the image and used as a relative map: no full-size grid to add."""
+        scaled to the image and used as a relative map: no full-size grid to add. Bicubic: a matte
+        moved bilinearly loses its edges' sharpness at every sub-pixel shift (hybrid's live matte,
+        simulated on the dev clips, detail mattes 1 frame old: MAD 8.38 → 8.25; 8-16 frames old:
+        11.43 → 11.34; +0.4 ms); it overshoots a little, so the caller clips what must stay in range."""
         displacement = _resize_flow(flow, image.shape[:2])
-        return cv2.remap(image, displacement, None, cv2.INTER_LINEAR | cv2.WARP_RELATIVE_MAP,
+        return cv2.remap(image, displacement, None, cv2.INTER_CUBIC | cv2.WARP_RELATIVE_MAP,
                          borderMode=cv2.BORDER_REPLICATE)
 
     def scale_map(self, remap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -44,5 +44,8 @@ class Propagator:
         return self._flow.flow(grey, target) if can_flow(grey) else None
 
     def move(self, alpha: np.ndarray, flow: np.ndarray | None) -> np.ndarray:
-        """``alpha`` (any resolution) moved along a :meth:`flow`."""
-        return alpha if flow is None else self._flow.warp(alpha, flow)
+        """``alpha`` (any resolution, values in [0, 1]) moved along a :meth:`flow`, still in [0, 1]."""
+        if flow is None:
+            return alpha
+        moved = self._flow.warp(alpha, flow)
+        return np.clip(moved, 0.0, 1.0, out=moved)
