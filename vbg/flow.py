@@ -22,10 +22,10 @@ def flow_size(shape: tuple[int, int], max_width: int = FLOW_MAX_WIDTH) -> tuple[
     return size_within(shape, max_width)
 
 
-def flow_grey(frame: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """``frame`` (BGR uint8, any size) as the grey image the flow for a matte of ``shape`` is found on
-    (grey first: shrinking one channel costs a third of shrinking three)."""
-    return shrink(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), flow_size(shape))
+def flow_grey(frame: np.ndarray, shape: tuple[int, int], max_width: int = FLOW_MAX_WIDTH) -> np.ndarray:
+    """``frame`` (BGR uint8, any size) as the grey image the flow for a matte of ``shape`` is found on,
+    at most ``max_width`` wide (grey first: shrinking one channel costs a third of shrinking three)."""
+    return shrink(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), flow_size(shape, max_width))
 
 
 def can_flow(grey: np.ndarray) -> bool:

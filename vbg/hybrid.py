@@ -14,7 +14,7 @@ its edges are coarse. The hybrid runs both:
   explains (an arm swung where the flow could not follow it), or the flow does not explain
   this frame there (an occlusion, a blur) and the fast model disagrees with the moved detail
   matte: there the fast model's matte of this frame is taken. The decision is made at the
-  fast model's size; the live matte has that size too, or where the CPU affords twice the
+  fast model's size; the live matte has that size too, or where the CPU affords 1.5 times the
   per-frame work (the pipeline decides, :meth:`HybridSession.finer`) the detail model's, so that
   where nothing moves it is the detail model's own, as offline (dev clips, simulated with detail
   mattes 2-4 frames old: MAD 10.02 → 9.23, dev00_still 6.22 → 5.67 against 5.50 offline).
@@ -36,7 +36,7 @@ import weakref
 import cv2
 import numpy as np
 
-from vbg.flow import flow_grey
+from vbg.flow import FLOW_MAX_WIDTH, flow_grey
 from vbg.imaging import shrink
 from vbg.propagation import Propagator
 from vbg.registry import ModelSpec
@@ -69,6 +69,11 @@ DETAIL_NICE = 10  # where SCHED_IDLE is refused: the detail thread yields the CP
 # MAD 5.2 instead of 6.4, and the live matte (simulated, detail matte 2-4 frames old) 9.23 instead
 # of 9.49; +3 ms a frame.
 FLOW_WIDTH = 448
+# Live, the temporal smoothing finds its flow at most this wide, whatever the live matte's size: at the
+# detail model's 448 it cost 5.5 ms a frame more (two flows) for nothing live (dev clips simulated,
+# detail mattes 8-16 frames old: MAD 11.43 / dtSSD 4.38 against 11.44 / 4.39), since the moved matte
+# already holds still; offline (MODNet's own mattes, which flicker) 448 is kept: 7.28 / 3.46 against 7.35 / 3.49.
+LIVE_SMOOTHING_FLOW_WIDTH = 256
 
 
 def _ramp(value: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -175,6 +180,11 @@ class HybridSession:
         """Live: the detail model runs on its own thread; ``clock`` gets its time as stage "detail"."""
         self._live = live
         self._clock = clock or StageClock()
+
+    @property
+    def smoothing_flow_width(self) -> int:
+        """How wide the matte path's temporal smoothing finds its flow (:data:`LIVE_SMOOTHING_FLOW_WIDTH`)."""
+        return LIVE_SMOOTHING_FLOW_WIDTH if self._live else FLOW_MAX_WIDTH
 
     def input_shape(self, frame_hw: tuple[int, int]) -> tuple[int, int]:
         """Live the fast model's, or the detail model's where the CPU affords it (:meth:`finer`);

@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from vbg.flow import flow_grey
+from vbg.flow import FLOW_MAX_WIDTH, flow_grey
 from vbg.imaging import shrink
 from vbg.refine import GuidedUpsampler
 from vbg.session import Session
@@ -68,7 +68,8 @@ class Matter:
             if small is None or small.shape[:2] != alpha.shape:  # the frame at the matte's size, for both steps
                 larger = small is not None and small.shape[0] >= alpha.shape[0]
                 small = shrink(small if larger else frame, alpha.shape[::-1])
-            self.grey = flow_grey(small, alpha.shape)
+            # A session may ask for the smoothing's flow smaller than the matte (the hybrid's live one).
+            self.grey = flow_grey(small, alpha.shape, getattr(self.session, "smoothing_flow_width", FLOW_MAX_WIDTH))
             alpha = self.smoother(alpha, small, self.grey)
             self.reduced = (small, alpha)
         with self.clock.time("refinement"):

@@ -72,11 +72,11 @@ WARM_FRAMES = 150  # memory is compared from this frame on: allocations before i
 STARTUP_S = 1.0
 # Live, a session that can make finer mattes at a higher cost (the hybrid at the detail model's size,
 # see HybridSession.finer) is told to once a second after start-up if its matte thread was busy less
-# than this share of the time (fine costs about twice as much: 22 -> 42 ms a frame on a 2-core AVX2
-# CPU) ...
-AFFORDS_FINER = 0.45
+# than this share of the time (fine costs about 1.5 times as much: `vbg bench`, doctor.mp4 at 720p on a
+# 2-core AVX2 EPYC, alternating: 20 -> 30 ms a frame, so about 0.75 busy at fine) ...
+AFFORDS_FINER = 0.5
 # ... and back for good once its matte thread drops more than this share of the frames in a second
-# (that CPU at fine: 21 % dropped, 23 fps out).
+# (that CPU, busy 0.6 coarse, at fine: 5-26 % dropped, 24-28 fps out).
 TOO_MANY_DROPPED = 0.1
 
 
