@@ -32,6 +32,7 @@ import os
 import threading
 import time
 import weakref
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -119,6 +120,32 @@ def _shade(grey: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return shrink(grey, shape[::-1]).astype(np.float32) * (1.0 / 255.0)
 
 
+@dataclass(frozen=True)
+class _DetailMatte:
+    """The detail model's newest matte, with what moves it onto later frames."""
+
+    at_fast_size: np.ndarray  # merged with the fast model's matte and the shade of its frame: one flow moves all three
+    grey: np.ndarray  # its frame's flow grey
+    at_live_size: np.ndarray | None  # None: made at the live size before finer(); at_fast_size's stands in
+
+
+@dataclass(frozen=True)
+class _DetailJob:
+    """A frame waiting for the detail model, with what its matte is to be merged with."""
+
+    source: np.ndarray  # the detail model's input
+    fast: np.ndarray  # the fast model's matte of the frame
+    shade: np.ndarray
+    grey: np.ndarray
+    live_shape: tuple[int, int]  # (height, width) of the live matte
+
+    def matte(self, alpha: np.ndarray) -> _DetailMatte:
+        """The detail model's ``alpha`` of this frame, ready to be moved onto later ones."""
+        at_live_size = shrink(alpha, self.live_shape[::-1])
+        return _DetailMatte(cv2.merge([shrink(alpha, self.fast.shape[::-1]), self.fast, self.shade]), self.grey,
+                            at_live_size)
+
+
 _OPEN: weakref.WeakSet[HybridSession] = weakref.WeakSet()  # weak: a session nobody holds is freed
 
 
@@ -165,12 +192,8 @@ class HybridSession:
         self._clock = StageClock()
         self._propagator = Propagator(FLOW_WIDTH)
         self._lock = threading.Condition()
-        # The detail model's newest matte at the fast model's size merged with the fast model's of the
-        # same frame and that frame's shade (all moved by one flow), that frame's flow grey, and the
-        # detail matte at its own size:
-        self._newest: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        # The next frame for it, the fast model's matte of it, its shade and flow grey, the live matte's shape:
-        self._pending: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[int, int]] | None = None
+        self._newest: _DetailMatte | None = None
+        self._pending: _DetailJob | None = None  # the next frame for the detail model
         self._generation = 0  # bumped by reset: a detail matte of an earlier scene is dropped
         self._worker: threading.Thread | None = None
         self._closed = False
@@ -202,8 +225,7 @@ class HybridSession:
             self._generation += 1  # a detail matte in the making has the old size
             self._pending = None
             if self._newest is not None:  # kept, at the new size: no wait for a new first matte
-                at_fast_size, grey, _ = self._newest
-                self._newest = (at_fast_size, grey, None)
+                self._newest = _DetailMatte(self._newest.at_fast_size, self._newest.grey, None)
         return True
 
     def prepare(self, frame_bgr: np.ndarray, source: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -230,17 +252,18 @@ class HybridSession:
         shade = _shade(grey, (h, w))
         with self._lock:
             newest = self._newest
+        job = _DetailJob(detail_input, fast, shade, grey, small.shape[:2])
         if newest is None:  # a new call or scene: its first matte is the detail model's own
-            detail = shrink(self.detail.infer(detail_input), small.shape[1::-1])
+            newest = job.matte(self.detail.infer(detail_input))
             with self._lock:
-                self._newest = (cv2.merge([shrink(detail, (w, h)), fast, shade]), grey, detail)
-            return detail
-        self._submit((detail_input, fast, shade, grey, small.shape[:2]))
-        at_fast_size, grey_then, detail_then = newest
-        flow = self._propagator.flow(grey_then, small)  # one flow moves both resolutions
-        detail, fast_then, shade_then = cv2.split(self._propagator.move(at_fast_size, flow))
+                self._newest = newest
+            return newest.at_live_size
+        self._submit(job)
+        flow = self._propagator.flow(newest.grey, small)  # one flow moves both resolutions
+        detail, fast_then, shade_then = cv2.split(self._propagator.move(newest.at_fast_size, flow))
+        detail_then = newest.at_live_size
         if detail_then is None:  # made at the size before finer(): its fast-size copy stands in
-            detail_then = cv2.resize(at_fast_size[..., 0], small.shape[1::-1], interpolation=cv2.INTER_LINEAR)
+            detail_then = cv2.resize(newest.at_fast_size[..., 0], small.shape[1::-1], interpolation=cv2.INTER_LINEAR)
         return fuse(detail, fast, fast_then, _unexplained(shade_then, shade), self._propagator.move(detail_then, flow))
 
     def warm_up(self, frame_hw: tuple[int, int]) -> None:
@@ -268,9 +291,9 @@ class HybridSession:
 
     # -- the detail model's thread -------------------------------------------------------------
 
-    def _submit(self, pending: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]) -> None:
+    def _submit(self, job: _DetailJob) -> None:
         with self._lock:
-            self._pending = pending  # an older frame still waiting is replaced
+            self._pending = job  # an older frame still waiting is replaced
             self._lock.notify_all()
             if self._worker is None:
                 self._closed = False
@@ -284,13 +307,14 @@ class HybridSession:
                 self._lock.wait_for(lambda: self._pending is not None or self._closed)
                 if self._closed:
                     return
-                (source, fast, shade, grey, (h, w)), self._pending = self._pending, None
+                job, self._pending = self._pending, None
                 generation = self._generation
             started = time.perf_counter()
-            alpha = shrink(self.detail.infer(source), (w, h))
+            alpha = self.detail.infer(job.source)
             took = time.perf_counter() - started
             self._clock.record("detail", took)
+            newest = job.matte(alpha)
             with self._lock:
                 if generation == self._generation:
-                    self._newest = (cv2.merge([shrink(alpha, fast.shape[::-1]), fast, shade]), grey, alpha)
+                    self._newest = newest
                 self._lock.wait_for(lambda: self._closed, took * (1.0 / DETAIL_DUTY - 1.0))
