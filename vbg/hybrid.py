@@ -217,7 +217,7 @@ class HybridSession:
     def finer(self, fine: bool) -> bool:
         """Live mattes at the detail model's size (``fine``: where nothing moves the live matte is
         then the detail model's own, as offline), or at the fast model's, where the per-frame work
-        costs about half; the pipeline decides by what this CPU affords. True if that changed."""
+        costs two thirds; the pipeline decides by what this CPU affords. True if that changed."""
         with self._lock:
             if fine == self.fine:
                 return False

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -33,6 +34,7 @@ import numpy as np
 from vbg.errors import VbgError
 
 log = logging.getLogger(__name__)
+_SPACE = re.compile(r"\s*")  # between the JSON arrays pw-dump prints
 
 DEFAULT_NODE_NAME = "vbg"
 CONSUMERS_CHECK_S = 1.0
@@ -85,7 +87,7 @@ def parse_dump(text: str) -> list[dict]:
     is not always the whole graph: 5 of 3,858 dumps of a running vbg printed its node only in a
     second one (``[1 object] [38 objects]``), so each object's last state counts."""
     decoder, objects, position = json.JSONDecoder(), {}, 0
-    while (position := _skip_space(text, position)) < len(text):
+    while (position := _SPACE.match(text, position).end()) < len(text):
         chunk, position = decoder.raw_decode(text, position)
         for obj in chunk:
             if "type" not in obj and obj.get("info") is None:
@@ -93,12 +95,6 @@ def parse_dump(text: str) -> list[dict]:
             else:
                 objects[obj.get("id")] = obj
     return list(objects.values())
-
-
-def _skip_space(text: str, position: int) -> int:
-    while position < len(text) and text[position].isspace():
-        position += 1
-    return position
 
 
 def nodes_named(name: str, graph: list[dict]) -> list[int]:
