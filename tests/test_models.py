@@ -314,13 +314,12 @@ def tiny_derived(monkeypatch, tmp_path, modnet_path):
 
 def test_a_derived_model_records_what_made_it_and_is_remade_when_that_changes(tiny_derived, monkeypatch, caplog,
                                                                              capsys):
-    from vbg import quantize
     from vbg.cli import main
 
     caplog.set_level("INFO")
     path = registry.ensure_model(tiny_derived)
     made = registry.get_spec("tiny-int8")
-    assert made.made_with == registry.made_with(made) and made.made_with["recipe"] == quantize.RECIPE
+    assert made.made_with == registry.made_with(made) and made.made_with["recipe"] == registry.INT8_RECIPE
     assert "Collecting tensor data" not in capsys.readouterr().out  # the quantiser's own lines stay quiet
     caplog.clear()
     assert registry.ensure_model(made) == path and "making it again" not in caplog.text  # up to date: kept
@@ -334,16 +333,16 @@ def test_a_derived_model_records_what_made_it_and_is_remade_when_that_changes(ti
     assert registry.get_spec("tiny-int8").made_with == made.made_with
 
     caplog.clear()
-    monkeypatch.setattr(quantize, "RECIPE", quantize.RECIPE + 1)  # the recipe changed
+    monkeypatch.setattr(registry, "INT8_RECIPE", registry.INT8_RECIPE + 1)  # the recipe changed
     spec = registry.get_spec("tiny-int8")
-    assert registry.stale_reason(spec) == f"recipe {quantize.RECIPE - 1} -> {quantize.RECIPE}"
+    assert registry.stale_reason(spec) == f"recipe {registry.INT8_RECIPE - 1} -> {registry.INT8_RECIPE}"
     session = MattingSession(spec, registry.ensure_model(spec))
-    assert "making it again" in caplog.text and registry.get_spec("tiny-int8").made_with["recipe"] == quantize.RECIPE
+    assert "making it again" in caplog.text and registry.get_spec("tiny-int8").made_with["recipe"] == registry.INT8_RECIPE
     assert session.infer(person_frame()).shape == (64, 128)
 
     capsys.readouterr()
     assert main(["models", "list"]) == 0  # last: the CLI takes over the root logger
     listed = capsys.readouterr().out
     assert f"default here (--model auto): {registry.default_model()[0]}, because" in listed
-    assert f"made with onnxruntime {made.made_with['onnxruntime']}, recipe {quantize.RECIPE}" in listed
+    assert f"made with onnxruntime {made.made_with['onnxruntime']}, recipe {registry.INT8_RECIPE}" in listed
 

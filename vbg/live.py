@@ -12,15 +12,18 @@ import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vbg.config import Settings
 from vbg.pipeline import Pipeline, RunStats, build
 from vbg.reload import ConfigWatcher
-from vbg.server import ControlServer, check_port
 from vbg.errors import VbgError
 from vbg.pipewire import PipeWireSink
 from vbg.sinks import NullSink, VirtualCameraSink, discard_unfinished
 from vbg.sources import Source
+
+if TYPE_CHECKING:
+    from vbg.server import ControlServer
 
 
 @contextlib.contextmanager
@@ -70,6 +73,7 @@ def run(settings: Settings, source: Source | None = None, *, config: Path | None
     its address). Raises :class:`~vbg.errors.VbgError` for anything the user can fix.
     """
     if settings.serve:
+        from vbg.server import ControlServer, check_port  # aiohttp loads only for --serve
         check_port(settings.host, settings.port)  # now, not after a first run's model download
     pipeline = build(settings, source)
     with contextlib.ExitStack() as running:

@@ -90,7 +90,7 @@ def video_frames(path: Path, count: int) -> list[np.ndarray]:
     return frames
 
 
-RECIPE = 2  # bump when the int8 recipe below changes: vbg then remakes derived models (see registry)
+# registry.INT8_RECIPE versions the recipe below: bump it when this changes (vbg then makes int8 models again).
 PERCENTILE = 99.99
 
 

@@ -28,8 +28,8 @@ from vbg.errors import VbgError
 
 log = logging.getLogger(__name__)
 
+# registry.TFLITE_RECIPE versions this conversion: bump it when it changes (vbg then converts again).
 OPSET = 17  # HardSwish needs 14
-RECIPE = 1  # bump when the conversion changes: vbg then converts models made before again (see registry)
 TRANSPOSE_CONV_BIAS = "Convolution2DTransposeBias"
 _OPERATOR_NAMES = {code: name for name, code in vars(BuiltinOperator).items() if not name.startswith("_")}
 _DTYPES = {TensorType.FLOAT32: np.float32, TensorType.FLOAT16: np.float16, TensorType.INT32: np.int32}
