@@ -4,6 +4,7 @@ terms, the ones below it first."""
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -83,35 +84,46 @@ def test_no_import_circle_in_vbg():
     assert find_cycle(graph) == []
 
 
-HEAVY = ("cv2", "onnxruntime", "aiohttp", "openvino", "numpy")
+
+HEAVY = ("cv2", "onnxruntime", "aiohttp", "openvino", "numpy", "onnx", "tflite")
+
+
+def loaded_by(*commands: list[str]) -> tuple[list[int], set[str], str]:
+    """The exit codes of ``vbg`` with each argument list, run one after the other in one fresh
+    Python, which of :data:`HEAVY` that process loaded, and its stderr."""
+    probe = ("import json, sys\nfrom vbg.cli import main\ncodes = []\n"
+             f"for argv in {[list(c) for c in commands]!r}:\n"
+             "    try:\n        codes.append(main(argv))\n    except SystemExit as exc:\n        codes.append(exc.code)\n"
+             f"print('LOADED', json.dumps([codes, [m for m in {HEAVY!r} if m in sys.modules]]))\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    line = next((line for line in result.stdout.splitlines() if line.startswith("LOADED ")), None)
+    assert line is not None, result.stdout + result.stderr
+    codes, modules = json.loads(line.removeprefix("LOADED "))
+    return codes, set(modules), result.stderr
 
 
 def test_a_hotkeys_command_and_help_load_no_pipeline():
     """`vbg toggle` bound to a hotkey (and `vbg --help`) must answer at once: loading OpenCV,
     onnxruntime and aiohttp for them took 0.7 s on a 2-core CPU (and 16 s in the emulated device
     tests' guest). What they load is read from the process itself, after it has answered."""
-    probe = ("import sys\nfrom vbg.cli import main\n"
-             "for argv in (['toggle', 'passthrough', '--port', '1'], ['--help'], ['get', '--help']):\n"
-             "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
-             f"print('LOADED', [m for m in {HEAVY!r} if m in sys.modules])\n")
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
-    assert "LOADED []" in result.stdout, result.stdout + result.stderr
-    assert "vbg: error:" in result.stderr  # the toggle ran, and found no vbg on port 1
+    codes, modules, stderr = loaded_by(["toggle", "passthrough", "--port", "1"], ["--help"], ["get", "--help"])
+    assert modules == set()
+    assert codes[0] == 1 and "vbg: error:" in stderr  # the toggle ran, and found no vbg on port 1
 
 
 def test_a_run_with_its_models_made_loads_none_of_the_code_that_makes_them(person_video, tmp_path):
     """Every start checks that its derived models (the selfie model converted from TFLite, int8
     MODNet) are current; that check imported the converter with onnx and tflite, 1.9 s of a 2-core
-    CPU's start (of 2.9 s for a short run), and 74 s of the emulated device guest's."""
+    CPU's start (of 2.9 s for a short run), and 74 s of the emulated device guest's. Nor does a
+    run without --serve, or `vbg doctor`, load the control server's aiohttp (15 s of each doctor
+    in that guest)."""
     from vbg import registry
 
     model = "selfie-landscape"  # derived: converted from the TFLite file once
     registry.ensure_model(registry.get_spec(model))  # made before the run, as on any start but the first
     out = tmp_path / "out.mp4"
-    probe = ("import sys\nfrom vbg.cli import main\n"
-             f"rc = main(['--input', {str(person_video)!r}, '--model', {model!r}, '--output', {str(out)!r},"
-             " '--frames', '3', '-q'])\n"
-             "print('LOADED', rc, [m for m in ('onnx', 'tflite', 'aiohttp') if m in sys.modules])\n")
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
-    assert "LOADED 0 []" in result.stdout, result.stdout + result.stderr
-    assert out.stat().st_size > 0
+    codes, modules, _ = loaded_by(["--input", str(person_video), "--model", model, "--output", str(out),
+                                   "--frames", "3", "-q"], ["doctor", "--camera", str(tmp_path / "none")])
+    assert not modules & {"onnx", "tflite", "aiohttp"}
+    assert codes[0] == 0 and out.stat().st_size > 0
+    assert codes[1] == 1  # no camera there: the doctor ran its checks and failed one

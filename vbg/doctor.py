@@ -323,7 +323,7 @@ def camera_portal(timeout_s: float = 10.0) -> Check:
 
 def serve_port(host: str = "127.0.0.1", port: int = 8765) -> Check:
     """The --serve port is free (only `vbg --serve` needs it, so a busy one is a warning)."""
-    from vbg.server import check_port
+    from vbg.remote import check_port
 
     try:
         check_port(host, port)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from vbg.config import Settings
 from vbg.pipeline import Pipeline, RunStats, build
 from vbg.reload import ConfigWatcher
+from vbg.remote import check_port
 from vbg.errors import VbgError
 from vbg.pipewire import PipeWireSink
 from vbg.sinks import NullSink, VirtualCameraSink, discard_unfinished
@@ -73,7 +74,6 @@ def run(settings: Settings, source: Source | None = None, *, config: Path | None
     its address). Raises :class:`~vbg.errors.VbgError` for anything the user can fix.
     """
     if settings.serve:
-        from vbg.server import ControlServer, check_port  # aiohttp loads only for --serve
         check_port(settings.host, settings.port)  # now, not after a first run's model download
     pipeline = build(settings, source)
     with contextlib.ExitStack() as running:
@@ -81,6 +81,7 @@ def run(settings: Settings, source: Source | None = None, *, config: Path | None
         running.enter_context(_stop_on_signals(pipeline.abort))  # before the address is printed
         server = None
         if settings.serve:
+            from vbg.server import ControlServer  # aiohttp loads only for --serve
             server = ControlServer(pipeline, settings.host, settings.port, settings.token)
             running.callback(server.close)
             if on_serve is not None:

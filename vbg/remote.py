@@ -1,4 +1,5 @@
-"""A running vbg driven from this computer: where its server is, and requests to it.
+"""A running vbg driven from this computer: where its server is, and requests to it; and, before
+one starts, whether its port can be served on (apart from the server, which loads aiohttp).
 
 A running ``vbg --serve`` writes a small file with its address and token (mode 0600) into
 the user's runtime folder (platformdirs: ``$XDG_RUNTIME_DIR/vbg`` on Linux) and removes it
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import urllib.error
 import urllib.request
 import warnings
@@ -45,6 +47,24 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # someone else's process under a reused pid
         return False
     return True
+
+
+def port_error(host: str, port: int, exc: OSError) -> VbgError:
+    """The one line for a port that cannot be served on, the same from the check and the server."""
+    return VbgError(f"cannot serve on {host}:{port} ({exc.strerror or exc}); pick another --port "
+                    "or --host (`vbg doctor --port N` checks one)")
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise the --serve error now unless ``host:port`` can be bound (checked before a model download)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will bind it
+            probe.bind(address)
+    except OSError as exc:
+        raise port_error(host, port, exc) from None
 
 
 @dataclass

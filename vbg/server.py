@@ -53,7 +53,7 @@ from vbg.compositing import Compositor
 from vbg.config import SETTINGS_FIELDS, did_you_mean
 from vbg.errors import VbgError
 from vbg.pipeline import LIVE_SETTINGS
-from vbg.remote import ServerFile
+from vbg.remote import ServerFile, port_error
 from vbg.ringbuffer import Latest
 from vbg.sources import VideoFileSource, check_image, is_image_file, read_image
 
@@ -290,23 +290,6 @@ class _BoundedServer(web.Server):
             transport.close()
 
 
-def _port_error(host: str, port: int, exc: OSError) -> VbgError:
-    return VbgError(f"cannot serve on {host}:{port} ({exc.strerror or exc}); pick another --port "
-                    "or --host (`vbg doctor --port N` checks one)")
-
-
-def check_port(host: str, port: int) -> None:
-    """Raise the --serve error now unless ``host:port`` can be bound (checked before a model download)."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                                                             flags=socket.AI_PASSIVE)[0]
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will bind it
-            probe.bind(address)
-    except OSError as exc:
-        raise _port_error(host, port, exc) from None
-
-
 class ControlServer:
     """The HTTP + WebSocket server around one running pipeline; serving from construction to :meth:`close`."""
 
@@ -334,7 +317,7 @@ class ControlServer:
             self.stream.close()
             self._stop_loop()
             self._files.shutdown()
-            raise _port_error(host, port, exc) from None
+            raise port_error(host, port, exc) from None
         pipeline.taps.append(self.stream.offer)
         self._server_file = ServerFile.write(self.local_url, self.token)  # how `vbg set` finds this server
         log.debug("serving on %s port %d", host, self.port)
