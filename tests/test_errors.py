@@ -52,8 +52,9 @@ def test_missing_camera(capsys):
     assert "camera 7 could not be opened" in line
 
 
-def test_missing_virtual_camera_gives_the_v4l2loopback_line(capsys, person_video):
-    line = one_line_error(capsys, ["--input", str(person_video), "--vcam-device", "/dev/video10"])
+@pytest.mark.parametrize("device", ["/dev/video10", "/dev/null"])  # missing; there but no video device
+def test_missing_virtual_camera_gives_the_v4l2loopback_line(capsys, person_video, device):
+    line = one_line_error(capsys, ["--input", str(person_video), "--vcam-device", device])
     assert "no virtual camera device" in line
     assert "sudo modprobe v4l2loopback devices=1 video_nr=10 card_label=vbg exclusive_caps=1" in line
 
