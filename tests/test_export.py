@@ -105,7 +105,7 @@ def test_int8_stays_close_to_fp32_on_real_frames(private_registry, modnet_path):
 def test_int8_calibrates_on_the_users_frames(private_registry, modnet_path):
     calibration = private_registry / "calibration"
     calibration.mkdir()
-    for i in range(0, 24, 6):
+    for i in (0, 12):
         cv2.imwrite(str(calibration / f"{i:02d}.png"), person_frame(i))
     out = private_registry / "mine.onnx"
     assert main(["models", "export", "--from-onnx", str(modnet_path), "--variant", "int8", "--out", str(out),
