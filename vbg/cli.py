@@ -301,7 +301,8 @@ def _models(argv: Sequence[str]) -> int:
               f"on {TRIAL_FRAMES} real frames of people:")
         for row in sorted(trial.trials, key=lambda t: (t.ms is None, t.ms or 0)):
             result = (f"failed: {row.failed}" if row.ms is None else
-                      f"{row.ms:7.1f} ms  mean |Δα| {row.error:.4f}{'' if row.usable else ' (too far from fp32)'}")
+                      f"{row.ms:7.1f} ms  mean |Δα| {row.error:.4f} on the worst frame"
+                      f"{'' if row.usable else ' (too far from fp32)'}")
             print(f"  {row.model:<14} {str(row.backend):<22} {result}")
         chosen = trial.best(models=None if registry.get_spec(args.name).hybrid else (target.name,))
         print(f"chosen: {trial.describe(chosen)}" if chosen else "chosen: none ran within tolerance; onnxruntime")
