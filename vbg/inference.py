@@ -73,7 +73,7 @@ def tune(spec: ModelSpec, matte_size: int | None = None) -> tuple[Tuning, ModelS
     if not tunable(target):
         raise VbgError(f"model '{spec.name}' needs no trial: it runs on onnxruntime "
                        "(only MODNet, the slow model, is measured)")
-    return measure(family_of(target), shape, threads, progress=True), target
+    return measure(family_of(target), shape, threads), target
 
 
 def tuned_choice(spec: ModelSpec, matte_size: int | None = None) -> str:

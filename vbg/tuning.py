@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from tqdm import tqdm
 
+from vbg import progress
 from vbg.errors import VbgError
 from vbg.registry import (ModelSpec, cache_dir, cpu_flags, ensure_model, fetch_member, load_registry,
                           matte_shape, model_path, modnet_for_this_cpu, people_video, sha256_of)
@@ -209,12 +209,10 @@ def live_shape(spec: ModelSpec, matte_size: int | None = None) -> tuple[int, int
     return spec.fixed_shape or matte_shape(LIVE_FRAME, matte_size or spec.default_matte_size, spec.multiple)
 
 
-def measure(family: str, shape: tuple[int, int], threads: int, *, progress: bool | None = None,
-            why: str = "") -> Tuning:
+def measure(family: str, shape: tuple[int, int], threads: int, *, why: str = "") -> Tuning:
     """Run the trial now: every file of ``family`` on every backend here, on real frames at ``shape``
     (``why``: added to the line that says so)."""
     from vbg.quantize import modnet_tensor
-    from vbg.session import MattingSession
 
     files = family_files(family)
     paths = {spec.name: ensure_model(spec) for spec in files}  # a missing or corrupt file is said first
@@ -226,28 +224,40 @@ def measure(family: str, shape: tuple[int, int], threads: int, *, progress: bool
     candidates = [(spec, backend) for spec in files for backend in backends]
     reference: list[np.ndarray] = []
     trials = []
-    for spec, backend in tqdm(candidates, desc="measuring runtimes", unit="candidate", leave=False,
-                              disable=(None if progress is None else not progress)):
-        try:
-            session = MattingSession(spec, paths[spec.name], backend=backend, threads=threads)
-            feeds = [{spec.input_name: tensor} for tensor in tensors]
-            session.run(feeds[0])  # warm-up: compiles for the shape
-            times, mattes = [], []
-            for feed in feeds:
-                started = time.perf_counter()
-                mattes.append(session.run(feed))
-                times.append((time.perf_counter() - started) * 1e3)
-        except Exception as exc:  # noqa: BLE001 - a backend that cannot run this file is left out, said why
-            trials.append(Trial(spec.name, backend, failed=" ".join(str(exc).split())[:200] or type(exc).__name__))
-            log.debug("trial: %s on %s failed: %s", spec.name, backend, exc)
-            continue
-        if not reference:  # the first candidate is onnxruntime fp32 on the base file
-            reference = mattes
-        error = max(float(np.abs(a - r).mean()) for a, r in zip(mattes, reference))
-        trials.append(Trial(spec.name, backend, statistics.median(times), error))
+    with progress.bar("measuring runtimes", total=len(candidates), unit="candidate") as shown:
+        for spec, backend in candidates:
+            try:
+                mattes, times = _run(spec, paths[spec.name], backend, threads, tensors)
+            except Exception as exc:  # noqa: BLE001 - a backend that cannot run this file is left out, said why
+                trials.append(Trial(spec.name, backend, failed=" ".join(str(exc).split())[:200] or type(exc).__name__))
+                log.debug("trial: %s on %s failed: %s", spec.name, backend, exc)
+                continue
+            finally:
+                shown.update()
+            if not reference:  # the first candidate is onnxruntime fp32 on the base file
+                reference = mattes
+            error = max(float(np.abs(a - r).mean()) for a, r in zip(mattes, reference))
+            trials.append(Trial(spec.name, backend, statistics.median(times), error))
     tuning = Tuning(family, shape, threads, trials, _made_with(files, shape, threads))
     _store(tuning)
     return tuning
+
+
+def _run(spec: ModelSpec, path: Path, backend: Backend, threads: int,
+         tensors: list[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
+    """One candidate's matte of each tensor and the ms each took, after a warm-up run (which
+    compiles OpenVINO's kernels for the shape)."""
+    from vbg.session import MattingSession
+
+    session = MattingSession(spec, path, backend=backend, threads=threads)
+    feeds = [{spec.input_name: tensor} for tensor in tensors]
+    session.run(feeds[0])
+    mattes, times = [], []
+    for feed in feeds:
+        started = time.perf_counter()
+        mattes.append(session.run(feed))
+        times.append((time.perf_counter() - started) * 1e3)
+    return mattes, times
 
 
 def tuned(family: str, shape: tuple[int, int], threads: int) -> Tuning:
