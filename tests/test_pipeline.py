@@ -142,5 +142,8 @@ def test_into_a_real_pyvirtualcam_camera(recording_vcam, person_video, backgroun
     mattes = np.stack([reference_matte(default_model_path, inputs[i % CLIP_FRAMES]) for i in (index, matte_index)])
     alpha = np.where(mattes.min(axis=0) > 0.95, mattes.min(axis=0), mattes.max(axis=0))
     # (on a 2-core AVX2 EPYC 86-90 % of the person came through, also before the hybrid's changes of
-    # stop 24 and with each frame's own matte (--hold): 0.85 there; an Xeon passed 0.9)
+    # stop 24 and with each frame's own matte (--hold): 0.85 there; an Xeon passed 0.9. The pixels
+    # that differ are the flag beside her and the helmet and glove in her lap, which MODNet calls
+    # person in some frames and not in others: there the live matte, moved and smoothed over several
+    # frames, is 0.2-0.4; with the reference at the run's own matte size it is the same, 86 %.)
     assert_person_over(last, inputs[shown], cover_fit(pattern_background(), (960, 540)), alpha, share=0.85)
