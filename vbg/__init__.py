@@ -27,8 +27,8 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     """``vbg.run`` loads the pipeline (OpenCV, onnxruntime, aiohttp: 0.7 s on a 2-core CPU) when
-    first used, so that ``vbg toggle`` from a hotkey, ``vbg --help`` and ``vbg models list``,
-    which import this package too, answer without it."""
+    first used, so that ``vbg toggle`` from a hotkey, ``vbg get`` and ``vbg --help``, which
+    import this package too, answer without it."""
     if name == "run":
         from vbg.live import run
         return run

@@ -227,7 +227,7 @@ def measure(family: str, shape: tuple[int, int], threads: int, *, why: str = "")
     with progress.bar("measuring runtimes", total=len(candidates), unit="candidate") as shown:
         for spec, backend in candidates:
             try:
-                mattes, times = _run(spec, paths[spec.name], backend, threads, tensors)
+                mattes, times = _run_candidate(spec, paths[spec.name], backend, threads, tensors)
             except Exception as exc:  # noqa: BLE001 - a backend that cannot run this file is left out, said why
                 trials.append(Trial(spec.name, backend, failed=" ".join(str(exc).split())[:200] or type(exc).__name__))
                 log.debug("trial: %s on %s failed: %s", spec.name, backend, exc)
@@ -243,8 +243,8 @@ def measure(family: str, shape: tuple[int, int], threads: int, *, why: str = "")
     return tuning
 
 
-def _run(spec: ModelSpec, path: Path, backend: Backend, threads: int,
-         tensors: list[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
+def _run_candidate(spec: ModelSpec, path: Path, backend: Backend, threads: int,
+                   tensors: list[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
     """One candidate's matte of each tensor and the ms each took, after a warm-up run (which
     compiles OpenVINO's kernels for the shape)."""
     from vbg.session import MattingSession
