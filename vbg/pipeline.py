@@ -188,6 +188,55 @@ def open_source(settings: Settings, *, paced: bool) -> Source:
                         settings.camera_fps, settings.fourcc)
 
 
+class AdaptiveFineness:
+    """Live, once a second after start-up: a session that can make finer mattes at a higher cost
+    (the hybrid's ``finer``) is told to while the matte thread was mostly idle (:data:`AFFORDS_FINER`),
+    and to make coarse ones for good once finer ones drop frames (:data:`TOO_MANY_DROPPED`)."""
+
+    def __init__(self, session: Session | None, frame_hw: tuple[int, int]) -> None:
+        self._session = session
+        self._finer = getattr(session, "finer", None)  # None: the session has one size
+        self._frame_hw = frame_hw
+        self._started = 0.0
+        self._window = (0.0, 0, 0)  # since when; frames captured and dropped by then
+        self._busy_s = 0.0  # the matte thread's work since then
+        self._refused = False
+
+    @property
+    def fine(self) -> bool:
+        return self._finer is not None and self._session.fine
+
+    def start(self, now: float) -> None:
+        self._started, self._window = now, (now, 0, 0)
+
+    def worked(self, seconds: float) -> None:
+        """The matte thread spent ``seconds`` on one matte."""
+        self._busy_s += seconds
+
+    def pick(self, captured: int, dropped: int) -> None:
+        """Before each matte, with the frames captured so far and those the matte thread dropped."""
+        finer, session = self._finer, self._session
+        now = time.perf_counter()
+        since, captured_then, dropped_then = self._window
+        if finer is None or now - since < 1.0:
+            return
+        busy, self._busy_s = self._busy_s / (now - since), 0.0
+        self._window = (now, captured, dropped)
+        new, lost = captured - captured_then, dropped - dropped_then
+        if since - self._started < STARTUP_S or not new:
+            return
+        before = session.input_shape(self._frame_hw)
+        if session.fine and lost / new > TOO_MANY_DROPPED and finer(False):
+            self._refused = True
+            after = session.input_shape(self._frame_hw)
+            log.info("live mattes at %dx%d cost more than this CPU has between two frames (%d of %d dropped): "
+                     "at %dx%d from now on", before[1], before[0], lost, new, after[1], after[0])
+        elif not session.fine and not self._refused and busy < AFFORDS_FINER and finer(True):
+            after = session.input_shape(self._frame_hw)
+            log.info("live mattes at %dx%d instead of %dx%d: the matte thread was busy %.0f %% of the time",
+                     after[1], after[0], before[1], before[0], 100 * busy)
+
+
 class Pipeline:
     """Wires one source, one background, one model and its sinks into stage threads."""
 
@@ -234,12 +283,7 @@ class Pipeline:
         self._smoothed: RingBuffer[Packet] = (RingBuffer(1, "block") if self._every_frame
                                               else RingBuffer(capacity, policy))
         self._composited: RingBuffer[Packet] = RingBuffer(capacity, policy)
-        # Live, for _pick_fineness: a session's switch between coarse and finer mattes (the hybrid's), if
-        # it has one; since when, frames captured and dropped then; the matte thread's work since.
-        self._finer = getattr(session, "finer", None)
-        self._window = (0.0, 0, 0)
-        self._matte_busy_s = 0.0
-        self._fine_refused = False
+        self._fineness = AdaptiveFineness(session, (size[1], size[0]))
         self._latest_matte: Latest[Packet] = Latest()  # live: the packet of the newest finished matte
         self._buffers = [self._frames, self._to_infer, self._inferred, self._smoothed, self._composited]
 
@@ -343,37 +387,12 @@ class Pipeline:
         edges are left to the compositor's thread, which has the lighter share of the work)."""
         if not self.background.needs_matte:
             return packet
-        self._pick_fineness()
+        self._fineness.pick(self.stats.frames_captured, self._to_infer.dropped)
+        self.stats.fine_mattes = self._fineness.fine
         started = time.perf_counter()
         packet = self._finish(self._infer(packet))
-        self._matte_busy_s += time.perf_counter() - started
+        self._fineness.worked(time.perf_counter() - started)
         return packet
-
-    def _pick_fineness(self) -> None:
-        """Once a second after start-up: a session that can make finer mattes (:data:`AFFORDS_FINER`)
-        makes them while this thread keeps up, and coarse ones for good once it drops frames."""
-        finer = self._finer
-        now = time.perf_counter()
-        since, captured, dropped = self._window
-        if finer is None or now - since < 1.0:
-            return
-        busy, self._matte_busy_s = self._matte_busy_s / (now - since), 0.0
-        self._window = (now, self.stats.frames_captured, self._to_infer.dropped)
-        new, lost = self.stats.frames_captured - captured, self._to_infer.dropped - dropped
-        if since - self._started < STARTUP_S or not new:
-            return
-        frame_hw = (self.size[1], self.size[0])
-        before = self.session.input_shape(frame_hw)
-        if self.session.fine and lost / new > TOO_MANY_DROPPED and finer(False):
-            self._fine_refused = True
-            after = self.session.input_shape(frame_hw)
-            log.info("live mattes at %dx%d cost more than this CPU has between two frames (%d of %d dropped): "
-                     "at %dx%d from now on", before[1], before[0], lost, new, after[1], after[0])
-        elif not self.session.fine and not self._fine_refused and busy < AFFORDS_FINER and finer(True):
-            after = self.session.input_shape(frame_hw)
-            log.info("live mattes at %dx%d instead of %dx%d: the matte thread was busy %.0f %% of the time",
-                     after[1], after[0], before[1], before[0], 100 * busy)
-        self.stats.fine_mattes = self.session.fine
 
     def _matte_for(self, packet: Packet) -> Packet | None:
         """Live: the newest finished matte's packet; with ``hold``, waits up to that long for the
@@ -577,7 +596,7 @@ class Pipeline:
                    for name, work, outbox in workers]
         self.stats.rss_mb_start = rss_mb()
         self._started = started = time.perf_counter()
-        self._window = (started, 0, 0)
+        self._fineness.start(started)
         cpu_started = time.process_time()
         for thread in threads:
             thread.start()
