@@ -239,6 +239,41 @@ class CostlyMattes:
         return fine != was
 
 
+class SlowFirstMatte(CostlyMattes):
+    """Mattes that cost 5 ms each but the first, 0.6 s (the hybrid's first after a reset is MODNet's own)."""
+
+    def __init__(self) -> None:
+        super().__init__(fine_s=0.005)
+        self.first = True
+
+    def run(self, feeds):
+        if self.first:
+            self.first = False
+            time.sleep(0.6)
+        return super().run(feeds)
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_a_warm_start_shows_every_frame_of_a_short_clip_from_a_model_that_mattes_each_frame(warm):
+    """`vbg eval --live` scores each clip as part of a running call: capture waits for the first
+    matte. With a session that mattes every frame itself (the hybrid) it did not, and the frames
+    captured meanwhile were dropped, never shown nor scored (6 at each dev clip's start)."""
+    source = SyntheticSource((320, 180), 10.0, frames=15)
+    pipeline = Pipeline(Settings(mode="color"), source, [NullSink()], color_background("#00ff00", (320, 180)),
+                        SlowFirstMatte(), (320, 180))
+    pipeline.warm_start = warm
+    shown: list[int] = []
+    pipeline.taps.append(lambda packet: shown.append(packet.index))
+    try:
+        stats = pipeline.run()
+    finally:
+        pipeline.close()
+    if warm:
+        assert shown == list(range(15)) and stats.dropped == 0
+    else:  # what a camera's first second costs: frames captured while the first matte is made
+        assert len(shown) < 15 and stats.dropped > 0
+
+
 @pytest.mark.parametrize("fine_s, fine_at_end", [(0.06, False), (0.005, True)])
 def test_finer_mattes_where_the_cpu_affords_them_and_coarse_for_good_where_not(fine_s, fine_at_end, caplog):
     """The hybrid makes live mattes at the fast model's size, and at the detail model's once the

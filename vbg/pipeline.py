@@ -338,12 +338,12 @@ class Pipeline:
             if self._every_frame:  # the matte thread takes every frame (the newest, when it is behind)
                 if not self._to_infer.put(packet):
                     break
-                continue
-            if self.background.needs_matte and not self._to_infer.put(dataclasses.replace(packet)):
-                break
-            if to_composite is not None and not to_composite.put(packet):
-                break
-            if index == 1 and self.warm_start and self.background.needs_matte and not self._every_frame:
+            else:
+                if self.background.needs_matte and not self._to_infer.put(dataclasses.replace(packet)):
+                    break
+                if to_composite is not None and not to_composite.put(packet):
+                    break
+            if index == 1 and self.warm_start and self.background.needs_matte:
                 self._latest_matte.wait()
                 pacer = Pacer(self.source.fps) if self.source.paced else None  # from now on, not to catch up
         if paused:  # stopped while nobody watched
@@ -392,6 +392,7 @@ class Pipeline:
         started = time.perf_counter()
         packet = self._finish(self._infer(packet))
         self._fineness.worked(time.perf_counter() - started)
+        self._latest_matte.publish(packet)  # for a warm start only: each frame is composited with its own
         return packet
 
     def _matte_for(self, packet: Packet) -> Packet | None:
