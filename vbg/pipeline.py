@@ -392,7 +392,8 @@ class Pipeline:
         started = time.perf_counter()
         packet = self._finish(self._infer(packet))
         self._fineness.worked(time.perf_counter() - started)
-        self._latest_matte.publish(packet)  # for a warm start only: each frame is composited with its own
+        if self.warm_start:  # capture waits for the first; each frame is composited with its own matte
+            self._latest_matte.publish(packet)
         return packet
 
     def _matte_for(self, packet: Packet) -> Packet | None:
